@@ -1,0 +1,3 @@
+from testqueue.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""What routes depend on: the app's state, the signed-in user, the admin check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
+
+from testqueue import errors, security
+from testqueue.config import Settings
+from testqueue.database import Database
+from testqueue.dispatcher import Dispatcher
+from testqueue.models import Role, User
+from testqueue.runners import Registry
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+
+
+@dataclass
+class AppState:
+    """Everything one app instance shares between requests."""
+
+    settings: Settings
+    db: Database
+    registry: Registry
+    secret_key: str = ""
+    dispatcher: Dispatcher | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The signed-in user, as much as routes need."""
+
+    id: int
+    username: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    def owner_filter(self) -> int | None:
+        """None for admins (any owner), else the user's own id."""
+        return None if self.is_admin else self.id
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.testqueue
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+async def current_actor(state: State, token: Annotated[str | None, Depends(oauth2)]) -> Actor:
+    if not token:
+        raise errors.Unauthorized()
+    return await actor_for_token(state, token)
+
+
+async def actor_for_token(state: AppState, token: str) -> Actor:
+    """The active user a token names; `errors.Unauthorized` otherwise."""
+    user_id = security.decode_token(state.secret_key, token)
+    async with state.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(User.id, User.username, User.role, User.is_active).where(User.id == user_id)
+            )
+        ).one_or_none()
+    if row is None or not row.is_active:
+        raise errors.Unauthorized("this account no longer exists or is disabled")
+    return Actor(row.id, row.username, Role(row.role))
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+async def admin_actor(actor: CurrentActor) -> Actor:
+    if not actor.is_admin:
+        raise errors.Forbidden("only an admin may do this")
+    return actor
+
+
+AdminActor = Annotated[Actor, Depends(admin_actor)]

@@ -1,0 +1,41 @@
+"""Sign in: OAuth2 password form in, bearer token out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy import select
+
+from testqueue import errors, security
+from testqueue.api.deps import State
+from testqueue.models import User
+from testqueue.schemas import Token
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+async def authenticate(state: State, username: str, password: str) -> int:
+    """The id of the active user with these credentials; 401 otherwise."""
+    async with state.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(User.id, User.password_hash, User.is_active).where(User.username == username)
+            )
+        ).one_or_none()
+    if (
+        row is None
+        or not row.is_active
+        or not security.verify_password(row.password_hash, password)
+    ):
+        raise errors.Unauthorized("wrong username or password")
+    return int(row.id)
+
+
+@router.post("/login")
+async def login(state: State, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
+    """Exchange a username and password (form fields) for a bearer token."""
+    user_id = await authenticate(state, form.username, form.password)
+    ttl = state.settings.access_token_ttl
+    return Token(access_token=security.create_token(state.secret_key, user_id, ttl), expires_in=ttl)

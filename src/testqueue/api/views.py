@@ -1,0 +1,109 @@
+"""Executions as the API shows them: rows joined with their test case, timings derived."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue import errors
+from testqueue.api.deps import AppState
+from testqueue.models import (
+    Artifact,
+    Execution,
+    ExecutionStep,
+    Status,
+    TestCase,
+    as_utc,
+)
+from testqueue.queue import status as queue_status
+from testqueue.queue.positions import count_ahead
+from testqueue.schemas import ArtifactPublic, ExecutionPublic, StepPublic
+
+E = Execution
+
+
+def _selection() -> Any:
+    return select(E.__table__, TestCase.title.label("test_case_title")).outerjoin(
+        TestCase, TestCase.id == E.test_case_id
+    )
+
+
+async def load_execution(conn: AsyncConnection, execution_id: int) -> Any:
+    row = (await conn.execute(_selection().where(E.id == execution_id))).mappings().one_or_none()
+    if row is None:
+        raise errors.NotFound(f"execution {execution_id} does not exist")
+    return row
+
+
+async def execution_rows(
+    conn: AsyncConnection, where: list[ColumnElement[bool]], limit: int, offset: int
+) -> list[ExecutionPublic]:
+    rows = await conn.execute(
+        _selection().where(*where).order_by(E.id.desc()).limit(limit).offset(offset)
+    )
+    return [public(row) for row in rows.mappings()]
+
+
+def public(row: Any) -> ExecutionPublic:
+    """The API view of one row, with wait, run and total durations in seconds."""
+    data = dict(row)
+    queued, started, completed = (
+        as_utc(data[k]) if data[k] else None for k in ("queued_at", "started_at", "completed_at")
+    )
+    if started is not None:
+        data["wait_seconds"] = round((started - queued).total_seconds(), 6)
+        if completed is not None:
+            data["run_seconds"] = round((completed - started).total_seconds(), 6)
+    if completed is not None:
+        data["duration_seconds"] = round((completed - queued).total_seconds(), 6)
+    return ExecutionPublic.model_validate(data)
+
+
+async def execution_detail(state: AppState, execution_id: int) -> ExecutionPublic:
+    """One execution with steps, artifacts, and its live position and wait reason."""
+    settings = state.settings
+    async with state.db.read() as conn:
+        row = await load_execution(conn, execution_id)
+        detail = public(row)
+        detail.steps = await _steps(conn, execution_id)
+        detail.artifacts = await _artifacts(conn, execution_id)
+        if row["status"] == Status.PENDING:
+            ahead = await count_ahead(conn, row["priority"], row["queued_at"], execution_id)
+            slots, running, pending, paused = await queue_status.slots_and_counts(
+                conn, settings.max_concurrent_executions
+            )
+            tags = await queue_status.live_worker_tags(conn, settings.lease_ttl)
+            snap = queue_status.Snapshot(pending, running, slots, paused, 0, [], [])
+            detail.queue_position = ahead + 1
+            detail.wait_reason = queue_status.wait_reason(
+                snap, ahead + 1, row["required_tags"], tags
+            )
+    return detail
+
+
+async def _steps(conn: AsyncConnection, execution_id: int) -> list[StepPublic]:
+    rows = await conn.execute(
+        select(ExecutionStep.__table__)
+        .where(ExecutionStep.execution_id == execution_id)
+        .order_by(ExecutionStep.number)
+    )
+    return [StepPublic.model_validate(dict(row)) for row in rows.mappings()]
+
+
+async def _artifacts(conn: AsyncConnection, execution_id: int) -> list[ArtifactPublic]:
+    rows = await conn.execute(
+        select(Artifact.__table__)
+        .where(Artifact.execution_id == execution_id)
+        .order_by(Artifact.id)
+    )
+    return [
+        ArtifactPublic.model_validate(
+            {
+                **dict(row),
+                "url": f"/api/v1/executions/{execution_id}/artifacts/{row['id']}",
+            }
+        )
+        for row in rows.mappings()
+    ]

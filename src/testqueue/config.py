@@ -1,0 +1,75 @@
+"""Settings, read once from the environment and `.env`, validated, then passed in.
+
+Every setting is documented in `docs/settings.md`; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./testqueue.db"
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one testqueue process."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    max_concurrent_executions: int = Field(default=5, ge=1, le=1000)
+    queue_check_interval: float = Field(default=2.0, gt=0, le=3600)
+    execution_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    lease_ttl: float = Field(default=10.0, ge=1, le=3600)
+    heartbeat_interval: float = Field(default=1.0, gt=0, le=60)
+    shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
+    kill_grace: float = Field(default=0.5, ge=0, le=60)
+    worker_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    worker_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_max_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1_048_576)
+    work_dir: Path | None = None
+    artifacts_dir: Path = Path("./artifacts")
+    artifact_max_age_days: float = Field(default=30.0, ge=0)
+    command_memory_limit_mb: int = Field(default=0, ge=0)
+    chromium_path: str | None = None
+    browser_recycle_after: int = Field(default=200, ge=1)
+    secret_key: SecretStr | None = None
+    access_token_ttl: int = Field(default=12 * 3600, ge=60)
+    testqueue_admin_password: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("DATABASE_URL must start with sqlite:// or postgresql+psycopg://")
+        return value
+
+    @field_validator("worker_tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        if isinstance(value, str):
+            return sorted({tag.strip() for tag in value.split(",") if tag.strip()})
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def worker_capacity(self) -> int:
+        """How many runs this process may hold at once (never more than the global slots)."""
+        return self.worker_concurrency or self.max_concurrent_executions
+
+
+def worker_identity() -> str:
+    """A stable, unique id for this worker process: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"

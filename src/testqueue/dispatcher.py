@@ -1,0 +1,283 @@
+"""Per process: wait for a wake-up, claim free slots, run, renew, record, release.
+
+One loop does all the writing of a worker's lifecycle changes: each pass
+records every run that finished since the last one and claims as many new
+ones as fit, in one transaction (`queue.settle`). Runs are asyncio tasks that
+append their outcome and wake the loop. A second loop beats: it renews the
+leases, saves logs and steps, and hears of cancels from other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from testqueue import errors, queue
+from testqueue.config import Settings, worker_identity
+from testqueue.database import Database
+from testqueue.models import Result
+from testqueue.queue import postgres
+from testqueue.recorder import RunRecord
+from testqueue.runners import Registry
+from testqueue.runners.base import Outcome, Runner, RunSpec
+from testqueue.runners.command import sweep_orphans
+
+log = logging.getLogger(__name__)
+
+# A runner that has not returned this long after its deadline is abandoned.
+HARD_STOP_MARGIN_S = 10.0
+# After an unexpected error in a pass, wait this long before the next one.
+ERROR_BACKOFF_S = 0.5
+
+
+@dataclass
+class Run:
+    """A run this process holds: its task, its cancel signal, what it reported."""
+
+    claimed: queue.Claimed
+    record: RunRecord
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    abandoned: bool = False  # lease lost or released: its outcome is not ours to record
+
+
+class Dispatcher:
+    """Claims and runs executions for one worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: Registry,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._registry = registry
+        self.claimer = queue.Claimer(
+            worker_id=worker_id or worker_identity(),
+            default_slots=settings.max_concurrent_executions,
+            lease_ttl_s=settings.lease_ttl,
+            capacity=settings.worker_capacity,
+            tags=frozenset(settings.worker_tags),
+        )
+        self._runs: dict[int, Run] = {}
+        self._finished: list[queue.Finished] = []
+        self._draining = False
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def is_running(self) -> bool:
+        return bool(self._tasks) and not self._stopping.is_set()
+
+    @property
+    def running_ids(self) -> list[int]:
+        return sorted(self._runs)
+
+    async def start(self) -> None:
+        """Sign in, recover what a dead predecessor on this host left, start the loops."""
+        hostname = socket.gethostname()
+        dead = await queue.expire_dead_workers(
+            self._db, hostname, _pid_alive, self._settings.max_attempts
+        )
+        if dead:
+            killed = await asyncio.to_thread(sweep_orphans, set(dead))
+            log.info("recovered dead workers", extra={"workers": dead, "orphans_killed": killed})
+        await queue.register_worker(self._db, self.claimer, hostname, os.getpid())
+        self._tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="dispatch"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        if not self._db.is_sqlite:
+            self._tasks.append(
+                asyncio.create_task(
+                    postgres.listen(self._settings.database_url, self._on_notify, self._stopping),
+                    name="listen",
+                )
+            )
+        log.info("dispatcher started", extra={"worker_id": self.claimer.worker_id})
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming; let runs finish for `grace_s`, then stop them and give them back."""
+        grace = self._settings.shutdown_grace if grace_s is None else grace_s
+        self._draining = True
+        if self._runs:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        left = list(self._runs.values())
+        for run in left:
+            run.abandoned = True
+            run.cancel.set()
+        await asyncio.gather(*(r.task for r in left if r.task), return_exceptions=True)
+        self._stopping.set()
+        self._db.wake()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self._settle()
+        released = await queue.release(self._db, self.claimer, self._settings.max_attempts)
+        await self._registry.close()
+        log.info("dispatcher stopped", extra={"released": released})
+
+    def _on_notify(self, payload: str) -> None:
+        if payload.startswith("cancel:"):
+            self._db.request_cancel(int(payload.removeprefix("cancel:")))
+        else:
+            self._db.wake()
+
+    async def _dispatch_loop(self) -> None:
+        wakeup = self._db.wakeup
+        interval = self._settings.queue_check_interval
+        while not self._stopping.is_set():
+            if not wakeup.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=interval)
+            wakeup.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._settle()
+            except Exception:
+                log.exception("dispatch pass failed")
+                await asyncio.sleep(ERROR_BACKOFF_S)
+
+    async def _settle(self) -> None:
+        self._apply_cancels()
+        finished, self._finished = self._finished, []
+        want = 0 if self._draining else self.claimer.capacity - len(self._runs) + len(finished)
+        if not finished and want <= 0:
+            return
+        try:
+            claimed = await queue.settle(self._db, self.claimer, finished, want)
+        except BaseException:
+            self._finished = finished + self._finished
+            raise
+        for done in finished:
+            self._runs.pop(done.id, None)
+        for item in claimed:
+            self._start_run(item)
+        if not self._runs:
+            self._idle.set()
+
+    def _apply_cancels(self) -> None:
+        requests = self._db.cancel_requests
+        for execution_id in requests:
+            run = self._runs.get(execution_id)
+            if run is not None:
+                run.cancel.set()
+        requests.clear()
+
+    def _start_run(self, claimed: queue.Claimed) -> None:
+        run = Run(claimed, RunRecord(claimed.id, self._settings.log_max_bytes))
+        self._runs[claimed.id] = run
+        run.task = asyncio.create_task(self._execute(run), name=f"execution-{claimed.id}")
+
+    async def _execute(self, run: Run) -> None:
+        outcome = await self._outcome_of(run)
+        if run.abandoned:
+            self._runs.pop(run.claimed.id, None)
+            if not self._runs:
+                self._idle.set()
+            return
+        self._finished.append(
+            queue.Finished(
+                id=run.claimed.id,
+                attempt=run.claimed.attempt,
+                result=outcome.result,
+                exit_code=outcome.exit_code,
+                error_message=outcome.error_message,
+                steps=run.record.step_counts(),
+                progress=run.record.take_progress(),
+            )
+        )
+        self._db.wake()
+
+    async def _outcome_of(self, run: Run) -> Outcome:
+        try:
+            spec = self._spec(run.claimed)
+            runner: Runner = self._registry.get(spec.runner)
+            deadline = asyncio.get_running_loop().time() + spec.timeout_s
+            return await asyncio.wait_for(
+                runner.run(spec, deadline=deadline, cancel=run.cancel, report=run.record),
+                timeout=spec.timeout_s + HARD_STOP_MARGIN_S,
+            )
+        except errors.TestqueueError as exc:
+            return Outcome(Result.ERROR, error_message=exc.message)
+        except TimeoutError:
+            return Outcome(Result.TIMEOUT, error_message="the runner did not stop at its deadline")
+        except Exception as exc:
+            log.exception("runner crashed", extra={"execution_id": run.claimed.id})
+            return Outcome(Result.ERROR, error_message=f"the runner crashed: {exc!r}")
+
+    def _spec(self, claimed: queue.Claimed) -> RunSpec:
+        case: Any = claimed.case
+        if case is None:
+            raise errors.RunnerError("its test case was deleted before it could run")
+        return RunSpec(
+            execution_id=claimed.id,
+            test_case_id=claimed.test_case_id,
+            runner=case.runner,
+            attempt=claimed.attempt,
+            timeout_s=case.timeout_seconds or self._settings.execution_timeout,
+            command=case.command,
+            steps=case.steps or [],
+            test_data=case.test_data or {},
+            base_url=claimed.base_url,
+            browser=claimed.browser,
+            environment=claimed.environment,
+            worker_id=self.claimer.worker_id,
+            artifacts_dir=self._settings.artifacts_dir,
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self._settings.heartbeat_interval
+                )
+            if self._stopping.is_set():
+                return
+            try:
+                await self._beat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _beat(self) -> None:
+        held_before = dict(self._runs)
+        progress = [p for r in held_before.values() if (p := r.record.take_progress())]
+        try:
+            beat = await queue.heartbeat(
+                self._db, self.claimer, progress, self._settings.max_attempts
+            )
+        except BaseException:
+            for item in progress:
+                held_before[item.execution_id].record.restore(item)
+            raise
+        for execution_id, run in held_before.items():
+            if execution_id not in self._runs:
+                continue
+            if execution_id not in beat.held:
+                log.warning("lease lost", extra={"execution_id": execution_id})
+                run.abandoned = True
+                run.cancel.set()
+            elif execution_id in beat.cancel:
+                run.cancel.set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

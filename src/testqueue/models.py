@@ -1,0 +1,231 @@
+"""SQLAlchemy tables and the execution lifecycle.
+
+The `executions` row is the queue: its status, priority, `queued_at` and id are
+everything the order needs, and a partial index keeps the pending ones in that
+order so the claim and the position count read the index alone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stamp here is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Status(StrEnum):
+    PENDING = "pending"  # in the queue, waiting for a slot
+    RUNNING = "running"  # claimed; its worker renews the lease
+    COMPLETED = "completed"  # finished; `result` says how
+    CANCELLED = "cancelled"  # withdrawn before or during the run
+
+
+class Result(StrEnum):
+    PASS = "pass"  # the test's own check passed
+    FAIL = "fail"  # the test's own check failed (e.g. non-zero exit)
+    ERROR = "error"  # it could not run: bad spec, runner crash, worker lost too often
+    TIMEOUT = "timeout"  # killed at its deadline
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class RunnerKind(StrEnum):
+    COMMAND = "command"
+    BROWSER = "browser"
+
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.CANCELLED, Status.PENDING}),
+    Status.COMPLETED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.MEMBER)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TestCase(Base):
+    __tablename__ = "test_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    test_type: Mapped[str] = mapped_column(String(16), default="e2e")
+    priority: Mapped[str] = mapped_column(String(8), default="medium")
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    expected_result: Mapped[str] = mapped_column(Text, default="")
+    preconditions: Mapped[str] = mapped_column(Text, default="")
+    test_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    runner: Mapped[str] = mapped_column(String(16), default=RunnerKind.COMMAND)
+    command: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    required_tags: Mapped[str] = mapped_column(String(500), default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    test_case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("test_cases.id", ondelete="SET NULL"), nullable=True
+    )
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    required_tags: Mapped[str] = mapped_column(String(500), default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    browser: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    environment: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    base_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    triggered_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    passed_steps: Mapped[int] = mapped_column(Integer, default=0)
+    failed_steps: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_steps: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        # The line itself: the claim and every position count walk this index.
+        Index(
+            "ix_executions_line",
+            "priority",
+            "queued_at",
+            "id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_executions_running",
+            "worker_id",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        Index("ix_executions_history", "status", "id"),
+        Index("ix_executions_test_case", "test_case_id", "id"),
+        Index("ix_executions_user", "user_id", "id"),
+    )
+
+
+class ExecutionLog(Base):
+    __tablename__ = "execution_logs"
+
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    content: Mapped[str] = mapped_column(Text, default="")
+    cut_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ExecutionStep(Base):
+    __tablename__ = "execution_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(String(8))
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    screenshot: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1000))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    capacity: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[str] = mapped_column(String(500), default="")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QueueState(Base):
+    """One row: the switches an admin flips at runtime, shared by every process."""
+
+    __tablename__ = "queue_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AppSecret(Base):
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

@@ -1,0 +1,299 @@
+"""The only code that changes an execution's lifecycle.
+
+Every move is one `UPDATE ... WHERE id = :id AND status = :expected` (or a set
+of them in one transaction); a move that finds the row elsewhere raises
+`errors.InvalidTransition`. The order of the line is `priority, queued_at, id`
+and positions are counted from it when read, never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue import errors
+from testqueue.database import Database
+from testqueue.models import Execution, QueueState, Status, TestCase, utcnow
+from testqueue.queue import dialect
+from testqueue.queue.claims import (
+    Beat,
+    Claimed,
+    Claimer,
+    Finished,
+    Progress,
+    expire_dead_workers,
+    heartbeat,
+    register_worker,
+    release,
+    settle,
+)
+from testqueue.queue.positions import count_ahead, encode_tags, position_of, positions_of
+
+__all__ = [
+    "Beat",
+    "Claimed",
+    "Claimer",
+    "Finished",
+    "Progress",
+    "RunOptions",
+    "cancel",
+    "clear",
+    "delete_test_case",
+    "encode_tags",
+    "enqueue",
+    "expire_dead_workers",
+    "heartbeat",
+    "parse_priority",
+    "position_of",
+    "register_worker",
+    "release",
+    "set_max_concurrent",
+    "set_paused",
+    "set_priority",
+    "settle",
+]
+
+E = Execution
+PRIORITY_WORDS = {"high": 1, "medium": 5, "low": 10}
+
+
+def parse_priority(value: int | str) -> int:
+    """1..10 (1 = highest), or the words high, medium, low."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in PRIORITY_WORDS:
+            return PRIORITY_WORDS[word]
+        if not word.lstrip("-").isdigit():
+            raise errors.BadRequest(f"priority {value!r} is not 1..10 or one of high, medium, low")
+        value = int(word)
+    if isinstance(value, bool) or not 1 <= value <= 10:
+        raise errors.BadRequest(f"priority {value!r} is out of range: use 1 (highest) to 10")
+    return value
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run request may set; None means the test case's own value."""
+
+    priority: int | None = None
+    browser: str | None = None
+    environment: str | None = None
+    base_url: str | None = None
+    triggered_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Queued:
+    id: int
+    test_case_id: int
+    priority: int
+    queue_position: int
+
+
+async def enqueue(
+    db: Database, test_case_ids: Sequence[int], user_id: int | None, options: RunOptions
+) -> list[Queued]:
+    """Queue one run per id, in the order given, in one transaction."""
+    if not test_case_ids:
+        raise errors.BadRequest("give at least one test case id")
+    async with db.write() as conn:
+        cases = await _load_cases(conn, set(test_case_ids))
+        now = utcnow()
+        rows = [_pending_row(cases[tc_id], user_id, options, now) for tc_id in test_case_ids]
+        result = await conn.execute(
+            insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True),
+            rows,
+        )
+        inserted = result.all()
+        if len(inserted) == 1:
+            row = inserted[0]
+            ahead = await count_ahead(conn, row.priority, now, row.id)
+            positions = {row.id: ahead + 1}
+        else:
+            positions = await positions_of(conn, [row.id for row in inserted])
+        await dialect.signal(db, conn)
+    db.wake()
+    return [Queued(r.id, r.test_case_id, r.priority, positions[r.id]) for r in inserted]
+
+
+async def _load_cases(conn: AsyncConnection, ids: set[int]) -> dict[int, Any]:
+    rows = (
+        await conn.execute(
+            select(
+                TestCase.id, TestCase.priority, TestCase.test_data, TestCase.required_tags
+            ).where(TestCase.id.in_(ids))
+        )
+    ).all()
+    found = {row.id: row for row in rows}
+    missing = sorted(ids - found.keys())
+    if missing:
+        raise errors.NotFound(f"test case {', '.join(map(str, missing))} does not exist")
+    return found
+
+
+def _pending_row(
+    case_row: Any, user_id: int | None, options: RunOptions, now: datetime
+) -> dict[str, Any]:
+    base_url = options.base_url
+    if base_url is None and isinstance(case_row.test_data, dict):
+        value = case_row.test_data.get("base_url")
+        base_url = value if isinstance(value, str) else None
+    return {
+        "test_case_id": case_row.id,
+        "user_id": user_id,
+        "status": Status.PENDING,
+        "priority": options.priority or PRIORITY_WORDS.get(case_row.priority, 5),
+        "queued_at": now,
+        "attempt": 1,
+        "cancel_requested": False,
+        "required_tags": case_row.required_tags,
+        "browser": options.browser,
+        "environment": options.environment,
+        "base_url": base_url,
+        "triggered_by": options.triggered_by,
+        "total_steps": 0,
+        "passed_steps": 0,
+        "failed_steps": 0,
+        "skipped_steps": 0,
+    }
+
+
+async def _owned(conn: AsyncConnection, execution_id: int, owner_id: int | None) -> Any:
+    """The row's status and owner; NotFound or Forbidden before any write."""
+    row = (
+        await conn.execute(
+            select(E.status, E.user_id, E.cancel_requested).where(E.id == execution_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"execution {execution_id} does not exist")
+    if owner_id is not None and row.user_id != owner_id:
+        raise errors.Forbidden(f"execution {execution_id} belongs to another user")
+    return row
+
+
+async def cancel(db: Database, execution_id: int, owner_id: int | None = None) -> str:
+    """Cancel a pending execution now, or ask the worker of a running one to stop it.
+
+    Returns the status the row has after the call. A running execution stays
+    `running` until its worker has stopped the process: only then is its slot free.
+    """
+    async with db.write() as conn:
+        row = await _owned(conn, execution_id, owner_id)
+        if row.status == Status.PENDING:
+            await _move(
+                conn,
+                execution_id,
+                Status.PENDING,
+                status=Status.CANCELLED,
+                completed_at=utcnow(),
+                error_message="cancelled while pending",
+            )
+            outcome = Status.CANCELLED
+        elif row.status == Status.RUNNING:
+            await _move(conn, execution_id, Status.RUNNING, cancel_requested=True)
+            outcome = Status.RUNNING
+        else:
+            raise errors.InvalidTransition(
+                f"execution {execution_id} is already {row.status}; "
+                "only pending or running ones can be cancelled"
+            )
+        await dialect.signal(db, conn, f"cancel:{execution_id}")
+    db.request_cancel(execution_id)
+    return outcome
+
+
+async def set_priority(
+    db: Database, execution_id: int, priority: int, owner_id: int | None = None
+) -> int:
+    """Move a pending execution in the line; returns its new position."""
+    async with db.write() as conn:
+        row = await _owned(conn, execution_id, owner_id)
+        if row.status != Status.PENDING:
+            raise errors.InvalidTransition(
+                f"execution {execution_id} is {row.status}; only a pending one can change priority"
+            )
+        await _move(conn, execution_id, Status.PENDING, priority=priority)
+        queued_at = (
+            await conn.execute(select(E.queued_at).where(E.id == execution_id))
+        ).scalar_one()
+        position = await count_ahead(conn, priority, queued_at, execution_id) + 1
+        await dialect.signal(db, conn)
+    db.wake()
+    return position
+
+
+async def _move(conn: AsyncConnection, execution_id: int, expected: Status, **values: Any) -> None:
+    result = await conn.execute(
+        update(E).where(E.id == execution_id, E.status == expected).values(**values)
+    )
+    if result.rowcount == 0:
+        raise errors.InvalidTransition(
+            f"execution {execution_id} is no longer {expected}; read it again"
+        )
+
+
+async def clear(db: Database) -> int:
+    """Cancel every pending execution in one statement; running ones go on."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            update(E)
+            .where(E.status == Status.PENDING)
+            .values(
+                status=Status.CANCELLED,
+                completed_at=utcnow(),
+                error_message="removed when the queue was cleared",
+            )
+        )
+        await dialect.signal(db, conn)
+    return int(result.rowcount)
+
+
+async def set_paused(db: Database, paused: bool) -> None:
+    """Pause (nothing new starts) or resume the queue for every worker."""
+    async with db.write() as conn:
+        await conn.execute(
+            update(QueueState).where(QueueState.id == 1).values(paused=paused, updated_at=utcnow())
+        )
+        await dialect.signal(db, conn)
+    db.wake()
+
+
+async def set_max_concurrent(db: Database, slots: int | None) -> None:
+    """Change the global number of slots at runtime; None returns to MAX_CONCURRENT_EXECUTIONS."""
+    async with db.write() as conn:
+        await conn.execute(
+            update(QueueState)
+            .where(QueueState.id == 1)
+            .values(max_concurrent=slots, updated_at=utcnow())
+        )
+        await dialect.signal(db, conn)
+    db.wake()
+
+
+async def delete_test_case(db: Database, test_case_id: int) -> int:
+    """Delete a test case and cancel its pending runs, in one transaction.
+
+    Finished runs keep their history (their `test_case_id` becomes null);
+    running ones go on with the spec they were claimed with. Returns how many
+    pending runs were cancelled.
+    """
+    async with db.write() as conn:
+        cancelled = await conn.execute(
+            update(E)
+            .where(E.test_case_id == test_case_id, E.status == Status.PENDING)
+            .values(
+                status=Status.CANCELLED,
+                completed_at=utcnow(),
+                error_message="its test case was deleted",
+            )
+        )
+        deleted = await conn.execute(delete(TestCase).where(TestCase.id == test_case_id))
+        if deleted.rowcount == 0:
+            raise errors.NotFound(f"test case {test_case_id} does not exist")
+    return int(cancelled.rowcount)

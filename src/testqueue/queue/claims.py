@@ -1,0 +1,414 @@
+"""The dispatcher's side of the queue: claim, finish, renew leases, recover.
+
+A worker touches the database in two rhythms: `settle` on every wake-up
+(record what finished, claim what fits, in one transaction) and `heartbeat`
+every HEARTBEAT_INTERVAL (renew leases, save progress, learn of cancels,
+recover runs whose worker vanished).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue.database import Database
+from testqueue.models import (
+    Artifact,
+    Execution,
+    ExecutionLog,
+    ExecutionStep,
+    QueueState,
+    Result,
+    Status,
+    TestCase,
+    Worker,
+    utcnow,
+)
+from testqueue.queue import dialect
+from testqueue.queue.positions import LINE_ORDER, line_filter
+from testqueue.runners.base import ArtifactRecord, StepRecord
+
+E = Execution
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run this worker now holds the lease for."""
+
+    id: int
+    test_case_id: int | None
+    attempt: int
+    priority: int
+    base_url: str | None
+    browser: str | None
+    environment: str | None
+    case: Any  # the test case row, or None when it was deleted
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run has reported since it was last saved; None fields are unchanged."""
+
+    execution_id: int
+    log: str | None = None
+    cut_bytes: int = 0
+    steps: Sequence[StepRecord] | None = None
+    artifacts: Sequence[ArtifactRecord] = ()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a run this worker held ended, ready to be recorded."""
+
+    id: int
+    attempt: int
+    result: Result | None
+    exit_code: int | None
+    error_message: str | None
+    steps: tuple[int, int, int, int] = (0, 0, 0, 0)  # total, passed, failed, skipped
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Claimer:
+    """Who claims, how much it may take, and the global slots if no admin changed them."""
+
+    worker_id: str
+    default_slots: int
+    lease_ttl_s: float
+    capacity: int
+    tags: frozenset[str] = frozenset()
+
+
+async def settle(
+    db: Database, claimer: Claimer, finished: Sequence[Finished], want: int
+) -> list[Claimed]:
+    """Record finished runs and claim up to `want` more, in one transaction.
+
+    Finishing and claiming together means a freed slot is refilled in the same
+    commit that frees it.
+    """
+    async with db.write() as conn:
+        await dialect.of(db).lock_line(conn)
+        if finished:
+            await _record_finished(conn, claimer.worker_id, finished)
+            await save_progress(conn, [f.progress for f in finished if f.progress])
+        claimed = await _claim(db, conn, claimer, want) if want > 0 else []
+        if finished:
+            await dialect.signal(db, conn)
+    return claimed
+
+
+async def _record_finished(
+    conn: AsyncConnection, worker_id: str, finished: Sequence[Finished]
+) -> None:
+    now = utcnow()
+    stmt = (
+        update(E)
+        .where(
+            E.id == bindparam("f_id"),
+            # The attempt guards against a lease lost and the run claimed again meanwhile.
+            E.attempt == bindparam("f_attempt"),
+            E.status == Status.RUNNING,
+            E.worker_id == worker_id,
+        )
+        .values(
+            status=case((E.cancel_requested, Status.CANCELLED), else_=Status.COMPLETED),
+            result=case((E.cancel_requested, None), else_=bindparam("f_result")),
+            exit_code=bindparam("f_exit_code"),
+            error_message=bindparam("f_error"),
+            completed_at=now,
+            lease_expires_at=None,
+            total_steps=bindparam("f_total"),
+            passed_steps=bindparam("f_passed"),
+            failed_steps=bindparam("f_failed"),
+            skipped_steps=bindparam("f_skipped"),
+        )
+    )
+    await conn.execute(
+        stmt,
+        [
+            {
+                "f_id": f.id,
+                "f_attempt": f.attempt,
+                "f_result": f.result.value if f.result else None,
+                "f_exit_code": f.exit_code,
+                "f_error": f.error_message,
+                "f_total": f.steps[0],
+                "f_passed": f.steps[1],
+                "f_failed": f.steps[2],
+                "f_skipped": f.steps[3],
+            }
+            for f in finished
+        ],
+    )
+
+
+async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: int) -> list[Claimed]:
+    # Count inside the lock: two workers counting first would both see a free slot.
+    running = select(func.count()).where(E.status == Status.RUNNING).scalar_subquery()
+    state = (
+        await conn.execute(select(QueueState.paused, QueueState.max_concurrent, running))
+    ).one()
+    if state.paused:
+        return []
+    slots = state.max_concurrent or claimer.default_slots
+    limit = min(want, slots - state[2])
+    if limit <= 0:
+        return []
+    candidates = select(E.id).where(line_filter(claimer.tags)).order_by(*LINE_ORDER).limit(limit)
+    now = utcnow()
+    taken = (
+        await conn.execute(
+            update(E)
+            .where(E.id.in_(dialect.of(db).skip_locked(candidates).scalar_subquery()))
+            .values(
+                status=Status.RUNNING,
+                worker_id=claimer.worker_id,
+                started_at=now,
+                lease_expires_at=now + timedelta(seconds=claimer.lease_ttl_s),
+            )
+            .returning(
+                E.id,
+                E.test_case_id,
+                E.attempt,
+                E.priority,
+                E.queued_at,
+                E.base_url,
+                E.browser,
+                E.environment,
+            )
+        )
+    ).all()
+    if not taken:
+        return []
+    case_ids = {row.test_case_id for row in taken if row.test_case_id is not None}
+    cases = {}
+    if case_ids:
+        cases = {
+            c.id: c
+            for c in (await conn.execute(select(TestCase).where(TestCase.id.in_(case_ids)))).all()
+        }
+    taken = sorted(taken, key=lambda r: (r.priority, r.queued_at, r.id))
+    return [
+        Claimed(
+            id=r.id,
+            test_case_id=r.test_case_id,
+            attempt=r.attempt,
+            priority=r.priority,
+            base_url=r.base_url,
+            browser=r.browser,
+            environment=r.environment,
+            case=cases.get(r.test_case_id) if r.test_case_id is not None else None,
+        )
+        for r in taken
+    ]
+
+
+async def save_progress(conn: AsyncConnection, progress: Sequence[Progress]) -> None:
+    """Store logs, steps and artifacts so they can be read while the run goes on."""
+    for item in progress:
+        if item.log is not None:
+            await _save_log(conn, item.execution_id, item.log, item.cut_bytes)
+        if item.steps is not None:
+            await conn.execute(
+                delete(ExecutionStep).where(ExecutionStep.execution_id == item.execution_id)
+            )
+            if item.steps:
+                await conn.execute(
+                    insert(ExecutionStep),
+                    [_step_row(item.execution_id, step) for step in item.steps],
+                )
+        if item.artifacts:
+            await conn.execute(
+                insert(Artifact),
+                [_artifact_row(item.execution_id, a) for a in item.artifacts],
+            )
+
+
+async def _save_log(conn: AsyncConnection, execution_id: int, content: str, cut: int) -> None:
+    updated = await conn.execute(
+        update(ExecutionLog)
+        .where(ExecutionLog.execution_id == execution_id)
+        .values(content=content, cut_bytes=cut)
+    )
+    if updated.rowcount == 0:
+        await conn.execute(
+            insert(ExecutionLog).values(execution_id=execution_id, content=content, cut_bytes=cut)
+        )
+
+
+def _step_row(execution_id: int, step: StepRecord) -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "number": step.number,
+        "action": step.action,
+        "description": step.description,
+        "result": step.result,
+        "duration_ms": step.duration_ms,
+        "error_message": step.error_message,
+        "screenshot": step.screenshot,
+    }
+
+
+def _artifact_row(execution_id: int, artifact: ArtifactRecord) -> dict[str, Any]:
+    size = artifact.path.stat().st_size if artifact.path.exists() else 0
+    return {
+        "execution_id": execution_id,
+        "kind": artifact.kind,
+        "name": artifact.name,
+        "path": str(artifact.path),
+        "content_type": artifact.content_type,
+        "size_bytes": size,
+        "created_at": utcnow(),
+    }
+
+
+# -- leases ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learned: the leases still held and the cancels asked for."""
+
+    held: frozenset[int]
+    cancel: frozenset[int]
+    recovered: int
+
+
+async def register_worker(db: Database, claimer: Claimer, hostname: str, pid: int) -> None:
+    """Announce this worker; `GET /executions/queue/workers` lists it while it beats."""
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(delete(Worker).where(Worker.id == claimer.worker_id))
+        await conn.execute(
+            insert(Worker).values(
+                id=claimer.worker_id,
+                hostname=hostname,
+                pid=pid,
+                capacity=claimer.capacity,
+                tags=",".join(sorted(claimer.tags)),
+                started_at=now,
+                last_seen_at=now,
+            )
+        )
+
+
+async def heartbeat(
+    db: Database, claimer: Claimer, progress: Sequence[Progress], max_attempts: int
+) -> Beat:
+    """Renew this worker's leases, save progress, recover other workers' lost runs."""
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(
+            update(Worker).where(Worker.id == claimer.worker_id).values(last_seen_at=now)
+        )
+        rows = (
+            await conn.execute(
+                update(E)
+                .where(E.status == Status.RUNNING, E.worker_id == claimer.worker_id)
+                .values(lease_expires_at=now + timedelta(seconds=claimer.lease_ttl_s))
+                .returning(E.id, E.cancel_requested)
+            )
+        ).all()
+        held = frozenset(row.id for row in rows)
+        await save_progress(conn, [p for p in progress if p.execution_id in held])
+        recovered = await _recover_expired(conn, now, max_attempts)
+        await conn.execute(delete(Worker).where(Worker.last_seen_at < now - STALE_WORKER_AGE))
+        if recovered:
+            await dialect.signal(db, conn)
+    if recovered:
+        db.wake()
+    cancel = frozenset(row.id for row in rows if row.cancel_requested)
+    return Beat(held=held, cancel=cancel, recovered=recovered)
+
+
+STALE_WORKER_AGE = timedelta(hours=1)
+
+
+async def _recover_expired(conn: AsyncConnection, now: datetime, max_attempts: int) -> int:
+    """Runs whose lease ran out go back to their place in line, or end after MAX_ATTEMPTS."""
+    expired = and_(E.status == Status.RUNNING, E.lease_expires_at < now)
+    lost = {"worker_id": None, "lease_expires_at": None}
+    cancelled = await conn.execute(
+        update(E)
+        .where(expired, E.cancel_requested)
+        .values(status=Status.CANCELLED, completed_at=now, error_message=CANCELLED_LOST, **lost)
+    )
+    exhausted = await conn.execute(
+        update(E)
+        .where(expired, E.attempt >= max_attempts)
+        .values(
+            status=Status.COMPLETED,
+            result=Result.ERROR,
+            completed_at=now,
+            error_message=f"its worker was lost in each of {max_attempts} attempts (MAX_ATTEMPTS)",
+            **lost,
+        )
+    )
+    requeued = await conn.execute(
+        update(E)
+        .where(expired)
+        .values(
+            status=Status.PENDING,
+            attempt=E.attempt + 1,
+            started_at=None,
+            error_message=REQUEUED,
+            **lost,
+        )
+    )
+    return int(cancelled.rowcount + exhausted.rowcount + requeued.rowcount)
+
+
+CANCELLED_LOST = "cancelled; its worker stopped before it could confirm"
+REQUEUED = "its worker was lost; queued again at its original place in line"
+
+
+async def release(db: Database, claimer: Claimer, max_attempts: int) -> int:
+    """Give back every run this worker holds (graceful shutdown) and sign it off."""
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(
+            update(E)
+            .where(E.status == Status.RUNNING, E.worker_id == claimer.worker_id)
+            .values(lease_expires_at=now - timedelta(seconds=1))
+        )
+        released = await _recover_expired(conn, now, max_attempts)
+        await conn.execute(delete(Worker).where(Worker.id == claimer.worker_id))
+        await dialect.signal(db, conn)
+    return released
+
+
+async def expire_dead_workers(
+    db: Database, hostname: str, is_alive: Callable[[int], bool], max_attempts: int
+) -> list[str]:
+    """Recover at once the runs of workers on this host whose process is gone.
+
+    A restarted `serve` need not wait out the lease of the process it replaces.
+    Returns the ids of the dead workers, whose leftover processes the caller
+    should stop.
+    """
+    now = utcnow()
+    async with db.write() as conn:
+        rows = (
+            await conn.execute(select(Worker.id, Worker.pid).where(Worker.hostname == hostname))
+        ).all()
+        dead = [row.id for row in rows if not is_alive(row.pid)]
+        if not dead:
+            return []
+        await conn.execute(
+            update(E)
+            .where(E.status == Status.RUNNING, E.worker_id.in_(dead))
+            .values(lease_expires_at=now - timedelta(seconds=1))
+        )
+        recovered = await _recover_expired(conn, now, max_attempts)
+        await conn.execute(delete(Worker).where(Worker.id.in_(dead)))
+        if recovered:
+            await dialect.signal(db, conn)
+    db.wake()
+    return dead

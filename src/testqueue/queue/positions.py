@@ -1,0 +1,88 @@
+"""The order of the line and positions in it, counted when read (invariant 7).
+
+The next execution to start is the pending one with the lowest priority
+number; ties go to the earliest `queued_at`, then the lowest id. Every count
+here walks the partial index `ix_executions_line` and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue.models import Execution, Status
+
+E = Execution
+LINE_ORDER = (E.priority.asc(), E.queued_at.asc(), E.id.asc())
+
+
+def encode_tags(tags: Iterable[str]) -> str:
+    """Tags as stored: sorted, comma-fenced (`,browser,linux,`), or '' for none."""
+    clean = sorted({tag.strip().lower() for tag in tags if tag.strip()})
+    return f",{','.join(clean)}," if clean else ""
+
+
+def decode_tags(stored: str) -> list[str]:
+    return [tag for tag in stored.split(",") if tag]
+
+
+def tags_met(tags: Iterable[str]) -> ColumnElement[bool]:
+    """True where a worker with `tags` has every tag the execution requires.
+
+    Removing each of the worker's tags from the fenced list leaves ',' exactly
+    when nothing required is missing; plain string functions, so both
+    dialects run it the same way.
+    """
+    remaining: ColumnElement[Any] = E.required_tags
+    for tag in sorted({t.strip().lower() for t in tags if t.strip()}):
+        remaining = func.replace(remaining, f",{tag},", ",")
+    if remaining is E.required_tags:
+        return E.required_tags == ""
+    return or_(E.required_tags == "", remaining == literal(","))
+
+
+def line_filter(tags: Iterable[str] | None = None) -> ColumnElement[bool]:
+    """The pending executions; with `tags`, only those a worker with them may take."""
+    pending = E.status == Status.PENDING
+    return pending if tags is None else and_(pending, tags_met(tags))
+
+
+async def count_ahead(
+    conn: AsyncConnection, priority: int, queued_at: datetime, execution_id: int
+) -> int:
+    """How many pending executions start before this place in the line."""
+    stmt = select(func.count()).where(
+        E.status == Status.PENDING,
+        tuple_(E.priority, E.queued_at, E.id) < tuple_(priority, queued_at, execution_id),
+    )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def position_of(conn: AsyncConnection, execution_id: int) -> int | None:
+    """1 = next to start; None when the execution is not pending."""
+    row = (
+        await conn.execute(
+            select(E.priority, E.queued_at).where(E.id == execution_id, E.status == Status.PENDING)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return await count_ahead(conn, row.priority, row.queued_at, execution_id) + 1
+
+
+async def positions_of(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, int]:
+    """Positions of many pending executions from one pass over the line."""
+    if not ids:
+        return {}
+    ranked = (
+        select(E.id, func.row_number().over(order_by=LINE_ORDER).label("position"))
+        .where(E.status == Status.PENDING)
+        .subquery()
+    )
+    wanted = set(ids)
+    rows = await conn.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(wanted)))
+    return {row.id: int(row.position) for row in rows}

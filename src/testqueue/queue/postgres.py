@@ -1,0 +1,87 @@
+"""PostgreSQL: an advisory lock around the claim, SKIP LOCKED rows, LISTEN/NOTIFY.
+
+Claims take `pg_advisory_xact_lock` first, so counting the running executions
+and taking the free slots is one serial step across every worker: two workers
+counting at once would both see the last free slot. `SKIP LOCKED` then lets a
+claim pass over rows a cancel or priority change holds at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy import Select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "testqueue"
+LINE_LOCK_KEY = 0x7465_7374_7175  # "testqu": one key for the whole queue
+RECONNECT_DELAY_S = 0.5
+RECONNECT_DELAY_MAX_S = 5.0
+# How long one wait for notifications lasts before `stopping` is looked at again.
+LISTEN_TIMEOUT_S = 0.5
+
+
+async def lock_line(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LINE_LOCK_KEY})
+
+
+def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:
+    return stmt.with_for_update(skip_locked=True)
+
+
+async def notify(conn: AsyncConnection, payload: str = "") -> None:
+    """Delivered to every listener when the transaction commits, and only then."""
+    await conn.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {
+            "channel": CHANNEL,
+            "payload": payload,
+        },
+    )
+
+
+def libpq_dsn(database_url: str) -> str:
+    """The plain libpq connection string behind a SQLAlchemy URL."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def listen(
+    database_url: str, on_notify: Callable[[str], None], stopping: asyncio.Event
+) -> None:
+    """Call `on_notify(payload)` for each NOTIFY until `stopping` is set.
+
+    A dropped connection is reopened with a growing delay; until it is back
+    the dispatcher's poll (`QUEUE_CHECK_INTERVAL`) keeps the queue moving, and
+    a reconnect wakes it once in case something was missed meanwhile.
+    """
+    delay = RECONNECT_DELAY_S
+    dsn = libpq_dsn(database_url)
+    while not stopping.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                log.info("listening for wake-ups", extra={"channel": CHANNEL})
+                delay = RECONNECT_DELAY_S
+                on_notify("")
+                await _relay(conn, on_notify, stopping)
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            log.warning("listen connection lost", extra={"error": str(exc), "retry_s": delay})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+
+async def _relay(
+    conn: psycopg.AsyncConnection[object], on_notify: Callable[[str], None], stopping: asyncio.Event
+) -> None:
+    while not stopping.is_set():
+        async for notice in conn.notifies(timeout=LISTEN_TIMEOUT_S):
+            on_notify(notice.payload)

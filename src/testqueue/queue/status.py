@@ -1,0 +1,176 @@
+"""Reading the queue: what runs, what waits, at which position, and why.
+
+Everything here is read in one snapshot so the counts and the page agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue.database import Database
+from testqueue.models import Execution, QueueState, Status, Worker, as_utc, utcnow
+from testqueue.queue.positions import LINE_ORDER, decode_tags
+
+E = Execution
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The queue at one instant: counts, slots, a page of the line and the active runs."""
+
+    queued_count: int
+    active_count: int
+    max_concurrent: int
+    paused: bool
+    offset: int
+    queue: list[dict[str, Any]]
+    active: list[dict[str, Any]]
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.max_concurrent - self.active_count)
+
+
+async def slots_and_counts(conn: AsyncConnection, default_slots: int) -> tuple[int, int, int, bool]:
+    """(max_concurrent, running, pending, paused) from one statement."""
+    running = select(func.count()).where(E.status == Status.RUNNING).scalar_subquery()
+    pending = select(func.count()).where(E.status == Status.PENDING).scalar_subquery()
+    row = (
+        await conn.execute(
+            select(QueueState.max_concurrent, QueueState.paused, running, pending).where(
+                QueueState.id == 1
+            )
+        )
+    ).one()
+    return row[0] or default_slots, int(row[2]), int(row[3]), bool(row[1])
+
+
+async def snapshot(
+    db: Database, default_slots: int, lease_ttl_s: float, limit: int, offset: int
+) -> Snapshot:
+    """Counts, a page of the line (positions from `offset + 1`) and the running executions."""
+    async with db.read() as conn:
+        slots, running, pending, paused = await slots_and_counts(conn, default_slots)
+        line = await conn.execute(
+            select(*_QUEUE_COLUMNS)
+            .where(E.status == Status.PENDING)
+            .order_by(*LINE_ORDER)
+            .limit(limit)
+            .offset(offset)
+        )
+        active = await conn.execute(
+            select(*_ACTIVE_COLUMNS).where(E.status == Status.RUNNING).order_by(E.started_at, E.id)
+        )
+        tags = await live_worker_tags(conn, lease_ttl_s)
+        queue_rows = [dict(row._mapping) for row in line]
+        active_rows = [dict(row._mapping) for row in active]
+    snap = Snapshot(pending, running, slots, paused, offset, queue_rows, active_rows)
+    for index, row in enumerate(snap.queue):
+        row["queue_position"] = offset + index + 1
+        row["wait_reason"] = wait_reason(snap, row["queue_position"], row["required_tags"], tags)
+    return snap
+
+
+_QUEUE_COLUMNS = (
+    E.id.label("execution_id"),
+    E.test_case_id,
+    E.user_id,
+    E.priority,
+    E.queued_at,
+    E.attempt,
+    E.required_tags,
+)
+_ACTIVE_COLUMNS = (
+    E.id.label("execution_id"),
+    E.test_case_id,
+    E.user_id,
+    E.priority,
+    E.queued_at,
+    E.started_at,
+    E.attempt,
+    E.worker_id,
+    E.cancel_requested,
+)
+
+
+def wait_reason(
+    snap: Snapshot, position: int, required_tags: str, worker_tags: list[set[str]] | None
+) -> str:
+    """Why a pending execution is not running yet, in words."""
+    if snap.paused:
+        return "the queue is paused; it starts when an admin resumes it"
+    if worker_tags is not None and not worker_tags:
+        return "no worker is running; it starts when one signs in"
+    needed = set(decode_tags(required_tags))
+    if needed and worker_tags is not None and not any(needed <= tags for tags in worker_tags):
+        return f"needs a worker with tags {', '.join(sorted(needed))}; no live worker has them"
+    ahead = position - 1
+    if position <= snap.free_slots:
+        return "a slot is free; it is starting"
+    if ahead == 0:
+        return f"next in line; all {snap.max_concurrent} slots are busy"
+    runs = "run" if ahead == 1 else "runs"
+    return (
+        f"all {snap.max_concurrent} slots are busy; "
+        f"behind {ahead} {runs} of higher or equal priority"
+    )
+
+
+def live_after(lease_ttl_s: float) -> datetime:
+    return utcnow() - timedelta(seconds=lease_ttl_s)
+
+
+async def live_worker_tags(conn: AsyncConnection, lease_ttl_s: float) -> list[set[str]]:
+    """The tag sets of the workers that beat within the lease."""
+    rows = await conn.execute(
+        select(Worker.tags).where(Worker.last_seen_at >= live_after(lease_ttl_s))
+    )
+    return [set(filter(None, row.tags.split(","))) for row in rows]
+
+
+async def workers(db: Database, lease_ttl_s: float) -> list[dict[str, Any]]:
+    """Every worker seen lately, with what it runs and whether it is live."""
+    cutoff = live_after(lease_ttl_s)
+    async with db.read() as conn:
+        rows = (await conn.execute(select(Worker).order_by(Worker.hostname, Worker.id))).all()
+        running = await conn.execute(
+            select(E.worker_id, E.id).where(E.status == Status.RUNNING).order_by(E.id)
+        )
+        by_worker: dict[str, list[int]] = {}
+        for worker_id, execution_id in running:
+            by_worker.setdefault(worker_id, []).append(execution_id)
+    result = []
+    for worker in rows:
+        seen = as_utc(worker.last_seen_at)
+        result.append(
+            {
+                "id": worker.id,
+                "hostname": worker.hostname,
+                "pid": worker.pid,
+                "capacity": worker.capacity,
+                "tags": [t for t in worker.tags.split(",") if t],
+                "started_at": worker.started_at,
+                "last_seen_at": worker.last_seen_at,
+                "running": by_worker.get(worker.id, []),
+                "live": seen >= cutoff,
+            }
+        )
+    return result
+
+
+async def counts_by(db: Database) -> tuple[dict[str, int], dict[str, int]]:
+    """How many executions are in each status, and how the completed ones ended."""
+    async with db.read() as conn:
+        statuses = await conn.execute(select(E.status, func.count()).group_by(E.status))
+        results = await conn.execute(
+            select(E.result, func.count()).where(E.result.is_not(None)).group_by(E.result)
+        )
+        return (
+            {status: int(n) for status, n in statuses},
+            {result: int(n) for result, n in results},
+        )

@@ -1,0 +1,348 @@
+"""API request and response models, named by role."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_serializer,
+    model_validator,
+)
+
+from testqueue.models import Role
+
+MAX_ARGV_ITEMS = 256
+MAX_ARG_CHARS = 4096
+MAX_BULK_RUNS = 1000
+MAX_PAGE_SIZE = 500
+
+
+def _priority_word(value: object) -> object:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        words = {"high": 1, "medium": 5, "low": 10}
+        if word in words:
+            return words[word]
+        raise ValueError("priority must be 1..10 (1 = highest) or one of high, medium, low")
+    if isinstance(value, bool):
+        raise ValueError("priority must be a number 1..10 or high, medium, low")
+    return value
+
+
+Priority = Annotated[int, BeforeValidator(_priority_word), Field(ge=1, le=10, strict=True)]
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("an argument may not contain a NUL character")
+    return value
+
+
+Argument = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS), AfterValidator(_no_nul)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ShortText = Annotated[str, StringConstraints(max_length=100)]
+LongText = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+def _utc(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Timestamped(BaseModel):
+    @field_serializer("*", when_used="json")
+    def _dates(self, value: Any) -> Any:
+        return _utc(value) if isinstance(value, datetime) else value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- accounts ------------------------------------------------------------------------------
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class UserCreate(Strict):
+    username: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    ]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=256)]
+    role: Role = Role.MEMBER
+
+
+class UserPublic(Timestamped):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+
+
+# -- test cases ----------------------------------------------------------------------------
+
+
+class TestCaseFields(Strict):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    description: LongText = ""
+    test_type: Literal["e2e", "api", "unit", "integration"] = "e2e"
+    priority: Literal["high", "medium", "low"] = "medium"
+    steps: list[Any] = Field(default_factory=list, max_length=500)
+    expected_result: LongText = ""
+    preconditions: LongText = ""
+    test_data: dict[str, Any] = Field(default_factory=dict)
+    runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = "command"
+    command: list[Argument] | None = Field(default=None, max_length=MAX_ARGV_ITEMS)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    required_tags: list[Tag] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _runner_fields(self) -> TestCaseFields:
+        if self.runner == "command":
+            if not self.command:
+                raise ValueError("a command test case needs `command`: a non-empty argv list")
+            if not self.command[0]:
+                raise ValueError("`command[0]` (the program) may not be empty")
+        return self
+
+
+class TestCaseCreate(TestCaseFields):
+    pass
+
+
+class TestCaseUpdate(Strict):
+    """Any subset of the fields; the others keep their values."""
+
+    title: str | None = None
+    description: str | None = None
+    test_type: str | None = None
+    priority: str | None = None
+    steps: list[Any] | None = None
+    expected_result: str | None = None
+    preconditions: str | None = None
+    test_data: dict[str, Any] | None = None
+    runner: str | None = None
+    command: list[Any] | None = None
+    timeout_seconds: float | None = None
+    required_tags: list[Any] | None = None
+
+
+class TestCasePublic(Timestamped):
+    id: int
+    title: str
+    description: str
+    test_type: str
+    priority: str
+    steps: list[Any]
+    expected_result: str
+    preconditions: str
+    test_data: dict[str, Any]
+    runner: str
+    command: list[str] | None
+    timeout_seconds: float | None
+    required_tags: list[str]
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TestCasePage(BaseModel):
+    items: list[TestCasePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- executions ----------------------------------------------------------------------------
+
+
+class RunRequest(Strict):
+    """How to run: all optional; priority defaults to the test case's."""
+
+    priority: Priority | None = None
+    browser: ShortText | None = None
+    environment: ShortText | None = None
+    base_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://")] | None = (
+        None
+    )
+    triggered_by: ShortText | None = None
+
+
+class BulkRunRequest(RunRequest):
+    test_case_ids: list[int] = Field(min_length=1, max_length=MAX_BULK_RUNS)
+
+
+class PriorityChange(Strict):
+    priority: Priority
+
+
+class QueueSettingsChange(Strict):
+    max_concurrent: int | None = Field(
+        description="global slots; null returns to MAX_CONCURRENT_EXECUTIONS", ge=1, le=1000
+    )
+
+
+class RunQueued(Timestamped):
+    id: int
+    test_case_id: int
+    status: str
+    priority: int
+    queue_position: int
+    message: str
+
+
+class BulkQueued(BaseModel):
+    executions: list[RunQueued]
+    message: str
+
+
+class StepPublic(BaseModel):
+    number: int
+    action: str
+    description: str
+    result: str
+    duration_ms: float
+    error_message: str | None
+    screenshot: str | None
+
+
+class ArtifactPublic(Timestamped):
+    id: int
+    kind: str
+    name: str
+    content_type: str
+    size_bytes: int
+    created_at: datetime
+    url: str
+
+
+class ExecutionPublic(Timestamped):
+    id: int
+    test_case_id: int | None
+    test_case_title: str | None = None
+    user_id: int | None
+    status: str
+    result: str | None
+    priority: int
+    queue_position: int | None = None
+    wait_reason: str | None = None
+    attempt: int
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    wait_seconds: float | None = None
+    run_seconds: float | None = None
+    duration_seconds: float | None = None
+    exit_code: int | None
+    error_message: str | None
+    cancel_requested: bool
+    worker_id: str | None
+    browser: str | None
+    environment: str | None
+    base_url: str | None
+    triggered_by: str | None
+    total_steps: int
+    passed_steps: int
+    failed_steps: int
+    skipped_steps: int
+    steps: list[StepPublic] = Field(default_factory=list)
+    artifacts: list[ArtifactPublic] = Field(default_factory=list)
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class Cancelled(BaseModel):
+    id: int
+    status: str
+    message: str
+
+
+class Cleared(BaseModel):
+    message: str
+    removed_count: int
+
+
+class QueuedItem(Timestamped):
+    execution_id: int
+    test_case_id: int | None
+    user_id: int | None
+    priority: int
+    queue_position: int
+    queued_at: datetime
+    attempt: int
+    wait_reason: str
+
+
+class ActiveItem(Timestamped):
+    execution_id: int
+    test_case_id: int | None
+    user_id: int | None
+    priority: int
+    queued_at: datetime
+    started_at: datetime | None
+    attempt: int
+    worker_id: str | None
+    cancel_requested: bool
+
+
+class QueueStatus(BaseModel):
+    active_count: int
+    queued_count: int
+    max_concurrent: int
+    is_under_limit: bool
+    paused: bool
+    limit: int
+    offset: int
+    queue: list[QueuedItem]
+    active: list[ActiveItem]
+
+
+class QueueStatistics(BaseModel):
+    is_running: bool
+    paused: bool
+    max_concurrent: int
+    check_interval: float
+    queue_status: dict[str, Any]
+    executions_by_status: dict[str, int]
+    results: dict[str, int]
+    live_workers: int
+
+
+class WorkerPublic(Timestamped):
+    id: str
+    hostname: str
+    pid: int
+    capacity: int
+    tags: list[str]
+    started_at: datetime
+    last_seen_at: datetime
+    running: list[int]
+    live: bool
+
+
+class QueueSettingsPublic(BaseModel):
+    max_concurrent: int
+    max_concurrent_default: int
+    paused: bool
