@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from testqueue import errors, security
+from testqueue import errors, security, web
 from testqueue.api.deps import AppState
 from testqueue.api.routes import auth, executions, queue_routes, tests, users
 from testqueue.config import Settings
@@ -66,6 +66,7 @@ def create_app(
     _add_error_handlers(app)
     for module in (auth, users, tests, queue_routes, executions):
         app.include_router(module.router, prefix=API_PREFIX)
+    web.mount(app)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     async def health() -> dict[str, Any]:

@@ -14,7 +14,7 @@ runner counts that as `fail` and any Playwright error as `error`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast, get_args
 from urllib.parse import urljoin, urlsplit
 
 from playwright.async_api import Page, expect
@@ -34,8 +34,10 @@ DEFAULT_STEP_TIMEOUT_MS = 10_000
 MAX_STEP_TIMEOUT_MS = 10 * 60 * 1000
 MAX_STEPS = 500
 
-ELEMENT_STATES = ("visible", "hidden", "attached", "detached")
-LOAD_STATES = ("load", "domcontentloaded", "networkidle")
+ElementState = Literal["visible", "hidden", "attached", "detached"]
+LoadState = Literal["load", "domcontentloaded", "networkidle"]
+ELEMENT_STATES: tuple[ElementState, ...] = get_args(ElementState)
+LOAD_STATES: tuple[LoadState, ...] = get_args(LoadState)
 
 Selector = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 SHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -97,7 +99,8 @@ class _Matcher(_Step):
             try:
                 re.compile(self.regex)
             except re.error as exc:
-                raise PydanticCustomError("regex", "regex is not valid: {err}", {"err": str(exc)})
+                message = "regex is not valid: {err}"
+                raise PydanticCustomError("regex", message, {"err": str(exc)}) from None
         return self
 
     def pattern(self) -> str | re.Pattern[str]:
@@ -200,12 +203,7 @@ class Hover(_Step):
 class WaitFor(_Step):
     action: Literal["wait_for"]
     selector: Selector | None = None
-    state: (
-        Literal[
-            "visible", "hidden", "attached", "detached", "load", "domcontentloaded", "networkidle"
-        ]
-        | None
-    ) = None
+    state: ElementState | LoadState | None = None
 
     @model_validator(mode="after")
     def _state_fits(self) -> WaitFor:
@@ -220,13 +218,14 @@ class WaitFor(_Step):
         return self
 
     async def perform(self, page: Page, ctx: StepContext) -> None:
+        # The validator paired the state with the selector; cast only tells mypy so.
         if self.selector is None:
-            await page.wait_for_load_state(self.state or "load", timeout=self.wait_ms)  # type: ignore[arg-type]
+            load = cast(LoadState, self.state or "load")
+            await page.wait_for_load_state(load, timeout=self.wait_ms)
         else:
             # Not a locator: a wait must not fail only because the selector matches twice.
-            await page.wait_for_selector(
-                self.selector, state=self.state or "visible", timeout=self.wait_ms
-            )  # type: ignore[arg-type]
+            element = cast(ElementState, self.state or "visible")
+            await page.wait_for_selector(self.selector, state=element, timeout=self.wait_ms)
 
 
 class ExpectVisible(_Step):

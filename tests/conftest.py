@@ -1,0 +1,197 @@
+"""Shared fixtures: one suite, both databases, real processes.
+
+`database_url` runs a test once on a fresh SQLite file and once on a fresh
+PostgreSQL database copied from a migrated template. PostgreSQL must answer
+at TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test):
+the suite fails rather than skips without it, so CI cannot pass on SQLite alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.engine import make_url
+
+from testqueue.api.app import create_app
+from testqueue.config import Settings
+from testqueue.database import migrate
+from testqueue.runners import Registry
+from testqueue.runners.base import RunSpec
+
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+ADMIN_PASSWORD = "admin-password-1"
+TEMPLATE_DB = f"testqueue_template_{os.getpid()}"
+
+
+def _admin_dsn(dbname: str = "postgres") -> str:
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=dbname)
+    return url.render_as_string(hide_password=False)
+
+
+def _postgres_url(dbname: str) -> str:
+    return make_url(POSTGRES_URL).set(database=dbname).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated database that each PostgreSQL test copies."""
+    try:
+        conn = psycopg.connect(_admin_dsn(), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not answering at {POSTGRES_URL} ({exc}); start it "
+            "(see .ci/run) or point TEST_POSTGRES_URL at one"
+        )
+    with conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    migrate(Settings(database_url=_postgres_url(TEMPLATE_DB)))
+    yield TEMPLATE_DB
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'testqueue.db'}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"tq_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _postgres_url(name)
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test: fast heartbeats, its own folders, a known admin password."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "artifacts_dir": tmp_path / "artifacts",
+        "work_dir": tmp_path,
+        "heartbeat_interval": 0.2,
+        "lease_ttl": 5.0,
+        "queue_check_interval": 2.0,
+        "shutdown_grace": 1.0,
+        "testqueue_admin_password": ADMIN_PASSWORD,
+        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+        "log_format": "text",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Registry:
+    return Registry(settings)
+
+
+class Api:
+    """An httpx client on the app, signed in as admin, that makes members on request."""
+
+    def __init__(self, client: AsyncClient, app: Any) -> None:
+        self.client = client
+        self.app = app
+        self.admin = {"Authorization": f"Bearer {self._no_token}"}
+
+    _no_token = ""
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.testqueue
+
+    async def login(self, username: str, password: str) -> dict[str, str]:
+        response = await self.client.post(
+            "/api/v1/auth/login", data={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    async def member(self, username: str = "member") -> dict[str, str]:
+        password = f"{username}-password"
+        response = await self.client.post(
+            "/api/v1/users",
+            json={"username": username, "password": password, "role": "member"},
+            headers=self.admin,
+        )
+        assert response.status_code == 201, response.text
+        return await self.login(username, password)
+
+    async def command_test(self, argv: list[str], **fields: Any) -> int:
+        body = {"title": fields.pop("title", "a command test"), "command": argv, **fields}
+        response = await self.client.post("/api/v1/tests", json=body, headers=self.admin)
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    async def run(
+        self, test_case_id: int, headers: dict[str, str] | None = None, **body: Any
+    ) -> Any:
+        response = await self.client.post(
+            f"/api/v1/executions/tests/{test_case_id}/run",
+            json=body or None,
+            headers=headers or self.admin,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        response = await self.client.get(f"/api/v1{path}", headers=headers or self.admin)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+async def start_api(
+    settings: Settings, registry: Registry, *, with_worker: bool
+) -> AsyncIterator[Api]:
+    app = create_app(settings, registry=registry, with_worker=with_worker)
+    async with app.router.lifespan_context(app):
+        transport = ASGITransport(app=app)
+        async with AsyncClient(transport=transport, base_url="http://testqueue") as client:
+            api = Api(client, app)
+            api.admin = await api.login("admin", ADMIN_PASSWORD)
+            yield api
+
+
+@pytest.fixture
+async def api(settings: Settings, registry: Registry) -> AsyncIterator[Api]:
+    """The app with its dispatcher running, as `testqueue serve` has it."""
+    async for value in start_api(settings, registry, with_worker=True):
+        yield value
+
+
+@pytest.fixture
+async def api_only(settings: Settings, registry: Registry) -> AsyncIterator[Api]:
+    """The app without a dispatcher: nothing starts, so the line stays still."""
+    async for value in start_api(settings, registry, with_worker=False):
+        yield value
+
+
+def spec_for(tmp_path: Path, argv: list[str] | None, **fields: Any) -> RunSpec:
+    values: dict[str, Any] = {
+        "execution_id": 1,
+        "test_case_id": 1,
+        "runner": "command",
+        "attempt": 1,
+        "timeout_s": 30.0,
+        "command": argv,
+        "worker_id": "test-worker",
+        "artifacts_dir": tmp_path / "artifacts",
+    }
+    values.update(fields)
+    return RunSpec(**values)
