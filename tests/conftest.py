@@ -1,7 +1,7 @@
 """Shared fixtures: one suite, both databases, real processes.
 
-`database_url` runs a test once on a fresh SQLite file and once on a fresh
-PostgreSQL database copied from a migrated template. PostgreSQL must answer
+`database_url` runs a test once on a fresh SQLite file (a copy of a migrated
+one) and once on the session's PostgreSQL database with every table emptied. PostgreSQL must answer
 at TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test):
 the suite fails rather than skips without it, so CI cannot pass on SQLite alone.
 """
@@ -9,7 +9,7 @@ the suite fails rather than skips without it, so CI cannot pass on SQLite alone.
 from __future__ import annotations
 
 import os
-import uuid
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from testqueue.api.app import create_app
 from testqueue.config import Settings
 from testqueue.database import migrate
+from testqueue.models import Base
 from testqueue.runners import Registry
 from testqueue.runners.base import RunSpec
 
@@ -29,7 +30,7 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 ADMIN_PASSWORD = "admin-password-1"
-TEMPLATE_DB = f"testqueue_template_{os.getpid()}"
+SESSION_DB = f"testqueue_test_{os.getpid()}"
 
 
 def _admin_dsn(dbname: str = "postgres") -> str:
@@ -42,8 +43,8 @@ def _postgres_url(dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A migrated database that each PostgreSQL test copies."""
+def postgres_database() -> Iterator[str]:
+    """A migrated database of this test session; each test starts from empty tables."""
     try:
         conn = psycopg.connect(_admin_dsn(), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -52,26 +53,40 @@ def postgres_template() -> Iterator[str]:
             "(see .ci/run) or point TEST_POSTGRES_URL at one"
         )
     with conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    migrate(Settings(database_url=_postgres_url(TEMPLATE_DB)))
-    yield TEMPLATE_DB
+        conn.execute(f'DROP DATABASE IF EXISTS "{SESSION_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{SESSION_DB}"')
+    migrate(Settings(database_url=_postgres_url(SESSION_DB)))
+    yield SESSION_DB
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{SESSION_DB}" WITH (FORCE)')
+
+
+def _empty_postgres(dbname: str) -> None:
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with psycopg.connect(_admin_dsn(dbname), autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '10s'")
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        conn.execute("INSERT INTO queue_state (id, paused, updated_at) VALUES (1, false, now())")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each SQLite test copies."""
+    path = tmp_path_factory.mktemp("template") / "testqueue.db"
+    migrate(Settings(database_url=f"sqlite:///{path}"))
+    return path
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'testqueue.db'}"
+        path = tmp_path / "testqueue.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
-    template = request.getfixturevalue("postgres_template")
-    name = f"tq_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    name = request.getfixturevalue("postgres_database")
+    _empty_postgres(name)
     yield _postgres_url(name)
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:

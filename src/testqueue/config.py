@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./testqueue.db"
+MAX_SLOTS = 1000
 
 
 class Settings(BaseSettings):
@@ -22,7 +23,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
-    max_concurrent_executions: int = Field(default=5, ge=1, le=1000)
+    max_concurrent_executions: int = Field(default=5, ge=1, le=MAX_SLOTS)
     queue_check_interval: float = Field(default=2.0, gt=0, le=3600)
     execution_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
     max_attempts: int = Field(default=3, ge=1, le=100)
@@ -30,7 +31,7 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=1.0, gt=0, le=60)
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     kill_grace: float = Field(default=0.5, ge=0, le=60)
-    worker_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    worker_concurrency: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
     worker_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_max_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1_048_576)
     work_dir: Path | None = None
@@ -66,8 +67,12 @@ class Settings(BaseSettings):
 
     @property
     def worker_capacity(self) -> int:
-        """How many runs this process may hold at once (never more than the global slots)."""
-        return self.worker_concurrency or self.max_concurrent_executions
+        """How many runs this process may hold at once.
+
+        Unset, the global slots alone bound it, so an admin who raises them at
+        runtime is not held back by this process's start-up value.
+        """
+        return self.worker_concurrency or MAX_SLOTS
 
 
 def worker_identity() -> str:

@@ -8,6 +8,7 @@ every host signs alike. It is never logged.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
@@ -112,7 +113,7 @@ async def ensure_admin(settings: Settings, db: Database) -> Bootstrap | None:
 
 async def create_user(db: Database, username: str, password: str, role: Role) -> int:
     """A new account; `errors.InvalidTransition` (409) if the name is taken."""
-    password_hash = hash_password(password)
+    password_hash = await asyncio.to_thread(hash_password, password)
     try:
         async with db.write() as conn:
             result = await conn.execute(

@@ -152,7 +152,7 @@ async def _pump(proc: asyncio.subprocess.Process, report: Reporter) -> None:
 
 async def _wait(proc: asyncio.subprocess.Process, deadline: float, cancel: asyncio.Event) -> str:
     """'exit', 'timeout' or 'cancel': whichever comes first."""
-    exited = asyncio.ensure_future(proc.wait())
+    exited = _leader_exit(proc.pid)
     cancelled = asyncio.ensure_future(cancel.wait())
     timeout = max(0.0, deadline - asyncio.get_running_loop().time())
     try:
@@ -161,11 +161,39 @@ async def _wait(proc: asyncio.subprocess.Process, deadline: float, cancel: async
         )
     finally:
         cancelled.cancel()
-        if not exited.done():
-            exited.cancel()
+        exited.cancel()
     if exited in done:
         return "exit"
     return "cancel" if cancelled in done else "timeout"
+
+
+def _leader_exit(pid: int) -> asyncio.Future[None]:
+    """Resolves when the process itself exits.
+
+    `Process.wait()` also waits for its pipes to close, which a background
+    child holding stdout would put off forever; a pidfd says when the leader
+    alone is gone.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # exited and reaped already
+        done.set_result(None)
+        return done
+
+    def on_exit() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+
+    def close(_: asyncio.Future[None]) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+    done.add_done_callback(close)
+    return done
 
 
 async def _stop_tree(proc: asyncio.subprocess.Process, grace_s: float) -> None:

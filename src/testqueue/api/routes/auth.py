@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -18,6 +19,9 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 async def authenticate(state: State, username: str, password: str) -> int:
     """The id of the active user with these credentials; 401 otherwise."""
+    if "\0" in username:
+        # No username holds NUL, and PostgreSQL refuses it in a query (a 500, not a 401).
+        raise errors.Unauthorized("wrong username or password")
     async with state.db.read() as conn:
         row = (
             await conn.execute(
@@ -27,7 +31,8 @@ async def authenticate(state: State, username: str, password: str) -> int:
     if (
         row is None
         or not row.is_active
-        or not security.verify_password(row.password_hash, password)
+        # Argon2 takes a CPU-heavy while: off the event loop, or it stalls every request.
+        or not await asyncio.to_thread(security.verify_password, row.password_hash, password)
     ):
         raise errors.Unauthorized("wrong username or password")
     return int(row.id)

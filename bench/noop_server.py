@@ -1,0 +1,73 @@
+"""A `testqueue serve` with one extra runner kind, `noop`, for the benchmarks.
+
+    python -P bench/noop_server.py --port 8765 [--no-worker]
+
+Settings come from the environment exactly as for `testqueue serve`
+(DATABASE_URL, TESTQUEUE_ADMIN_PASSWORD, LOG_LEVEL, ...). The app is the real
+one from `create_app`, served by uvicorn the way `cli.serve` does it (uvloop
+and httptools when installed), so the only difference is the registry.
+
+The `noop` runner's first instruction reads CLOCK_MONOTONIC (system-wide on
+Linux, so the client process can compare it with its own reading) and logs it;
+the log is saved with the outcome, in the same transaction that completes the
+run, and the client reads it back from `GET /api/v1/executions/{id}/log`.
+
+Run it with `-P` (or `python -m`): as a script its folder would go first on
+sys.path, and `bench/queue.py` would shadow the standard `queue` module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import ClassVar
+
+import uvicorn
+
+from testqueue import logs
+from testqueue.api.app import create_app
+from testqueue.config import Settings
+from testqueue.models import Result
+from testqueue.runners import Registry
+from testqueue.runners.base import Outcome, Reporter, RunSpec
+
+
+class NoopRunner:
+    """Does nothing but say when it started (CLOCK_MONOTONIC, in ns) and pass."""
+
+    kind: ClassVar[str] = "noop"
+
+    async def run(
+        self, spec: RunSpec, *, deadline: float, cancel: asyncio.Event, report: Reporter
+    ) -> Outcome:
+        stamp = time.monotonic_ns()
+        report.log(str(stamp))
+        return Outcome(Result.PASS)
+
+    async def close(self) -> None:
+        """Nothing is kept between runs."""
+
+
+def build_registry(settings: Settings) -> Registry:
+    registry = Registry(settings)
+    registry.register(NoopRunner.kind, lambda _settings: NoopRunner())
+    return registry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--no-worker", action="store_true", help="API only, as serve --no-worker")
+    args = parser.parse_args()
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(
+        settings, registry=build_registry(settings), with_worker=not args.no_worker
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

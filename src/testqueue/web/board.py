@@ -1,0 +1,139 @@
+"""The queue as the dashboard shows it: slots, running runs, the line with estimates.
+
+One function builds it for both the first render and every live update, so
+the page and the stream can never disagree about a field. Timestamps are ISO
+strings because the same dict goes out as JSON; the page script turns them
+into elapsed and waited times that tick every second without the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue.api.deps import AppState
+from testqueue.models import Execution, QueueState, Status, TestCase, User, as_utc, utcnow
+from testqueue.queue import status as queue_status
+from testqueue.web import estimates
+from testqueue.web.render import iso
+from testqueue.web.session import Viewer
+
+E = Execution
+LINE_SHOWN = 50
+
+
+async def fingerprint(state: AppState) -> tuple[Any, ...]:
+    """A cheap summary that changes whenever a run is queued, starts, ends or moves.
+
+    Every stream asks this twice a second, so it is one statement over the
+    line's partial index and the history index: counts and id sums catch
+    arrivals and departures, the priority-weighted sum catches moves, and the
+    queue_state row catches an admin changing the slots or pausing.
+    """
+    pending = E.status == Status.PENDING
+    running = E.status == Status.RUNNING
+    stopping = E.cancel_requested.is_(True)
+    parts = (
+        select(func.count()).where(pending),
+        select(func.coalesce(func.sum(E.id * (E.priority + 11)), 0)).where(pending),
+        select(func.count()).where(running),
+        select(func.coalesce(func.sum(E.id), 0)).where(running),
+        select(func.count()).where(running, stopping),
+        select(func.max(E.id)),
+        select(QueueState.updated_at).where(QueueState.id == 1),
+    )
+    async with state.db.read() as conn:
+        row = (await conn.execute(select(*(part.scalar_subquery() for part in parts)))).one()
+    return tuple(row)
+
+
+async def _names(
+    conn: AsyncConnection, case_ids: Iterable[int | None], user_ids: Iterable[int | None]
+) -> tuple[dict[int, Any], dict[int, str]]:
+    wanted_cases = {i for i in case_ids if i is not None}
+    wanted_users = {i for i in user_ids if i is not None}
+    cases = await conn.execute(
+        select(TestCase.id, TestCase.title, TestCase.timeout_seconds).where(
+            TestCase.id.in_(wanted_cases)
+        )
+    )
+    users = await conn.execute(select(User.id, User.username).where(User.id.in_(wanted_users)))
+    return {row.id: row for row in cases}, {row.id: row.username for row in users}
+
+
+async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
+    """The board for one viewer: what runs, what waits, and what this viewer may do to each."""
+    settings = state.settings
+    snap = await queue_status.snapshot(
+        state.db, settings.max_concurrent_executions, settings.lease_ttl, LINE_SHOWN, 0
+    )
+    rows = [*snap.active, *snap.queue]
+    async with state.db.read() as conn:
+        cases, users = await _names(
+            conn, (r["test_case_id"] for r in rows), (r["user_id"] for r in rows)
+        )
+        durations = await estimates.recent_durations(conn, (r["test_case_id"] for r in rows))
+
+    def about(row: dict[str, Any]) -> dict[str, Any]:
+        case = cases.get(row["test_case_id"])
+        mine = row["user_id"] == viewer.id
+        return {
+            "id": row["execution_id"],
+            "test_case_id": row["test_case_id"],
+            "title": case.title if case else "(deleted test case)",
+            "by": users.get(row["user_id"], "-"),
+            "priority": row["priority"],
+            "attempt": row["attempt"],
+            "mine": mine,
+            "can_change": mine or viewer.is_admin,
+        }
+
+    def timeout_of(row: dict[str, Any]) -> float:
+        case = cases.get(row["test_case_id"])
+        return (case.timeout_seconds if case else None) or settings.execution_timeout
+
+    running = [
+        {
+            **about(row),
+            "started_at": iso(row["started_at"]),
+            "timeout_s": timeout_of(row),
+            "stopping": bool(row["cancel_requested"]),
+        }
+        for row in snap.active
+    ]
+    now = utcnow()
+    busy = [
+        estimates.Busy(
+            as_utc(row["started_at"] or now),
+            durations.expected(row["test_case_id"]),
+            timeout_of(row),
+        )
+        for row in snap.active
+    ]
+    starts: list[Any] = [None] * len(snap.queue)
+    if not snap.paused:
+        expected = [durations.expected(row["test_case_id"]) for row in snap.queue]
+        starts = estimates.estimate_starts(now, snap.max_concurrent, busy, expected)
+    line = [
+        {
+            **about(row),
+            "position": row["queue_position"],
+            "queued_at": iso(row["queued_at"]),
+            "eta": iso(start),
+            "reason": row["wait_reason"],
+        }
+        for row, start in zip(snap.queue, starts, strict=True)
+    ]
+    return {
+        "slots": snap.max_concurrent,
+        "busy": snap.active_count,
+        "pending": snap.queued_count,
+        "paused": snap.paused,
+        "more": max(0, snap.queued_count - len(line)),
+        "now": iso(now),
+        "running": running,
+        "line": line,
+    }

@@ -1,0 +1,76 @@
+"""Command test cases through the whole queue: log while running, cancel, timeout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from waiting import until
+
+
+def _gated(gate: Path, before: str = "echo first") -> list[str]:
+    return ["sh", "-c", f'{before}; while [ ! -e "{gate}" ]; do sleep 0.02; done; echo last']
+
+
+async def test_log_is_readable_while_the_run_goes_on(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gate = tmp_path / "gate"
+    test_id = await api.command_test(_gated(gate))
+    execution_id = (await api.run(test_id))["id"]
+
+    async def log() -> str:
+        response = await api.client.get(f"/api/v1/executions/{execution_id}/log", headers=api.admin)
+        return response.text
+
+    assert await until(log, lambda text: text == "first\n")
+    assert (await api.get(f"/executions/{execution_id}"))["status"] == "running"
+    gate.touch()
+    detail = await until(
+        lambda: api.get(f"/executions/{execution_id}"), lambda d: d["status"] == "completed"
+    )
+    assert detail["result"] == "pass"
+    assert detail["exit_code"] == 0
+    assert await log() == "first\nlast\n"
+    assert detail["run_seconds"] > 0 and detail["wait_seconds"] >= 0
+
+
+async def test_cancel_of_a_running_command_answers_cancelled_within_a_second(
+    api, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    test_id = await api.command_test(["sh", "-c", "trap '' TERM; echo up; while :; do sleep 0.05; done"])
+    execution_id = (await api.run(test_id))["id"]
+
+    async def log() -> str:
+        response = await api.client.get(f"/api/v1/executions/{execution_id}/log", headers=api.admin)
+        return response.text
+
+    await until(log, lambda text: text == "up\n")
+    begin = time.monotonic()
+    response = await api.client.post(f"/api/v1/executions/{execution_id}/cancel", headers=api.admin)
+    assert time.monotonic() - begin < 1.0
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    detail = await api.get(f"/executions/{execution_id}")
+    assert detail["status"] == "cancelled"
+    assert detail["result"] is None
+    assert (await api.get("/executions/queue/status"))["active_count"] == 0
+
+
+async def test_timeout_of_a_command_is_recorded(api) -> None:  # type: ignore[no-untyped-def]
+    test_id = await api.command_test(["sleep", "30"], timeout_seconds=0.5)
+    execution_id = (await api.run(test_id))["id"]
+    detail = await until(
+        lambda: api.get(f"/executions/{execution_id}"), lambda d: d["status"] == "completed"
+    )
+    assert detail["result"] == "timeout"
+    assert "timed out after 0.5 s" in detail["error_message"]
+    assert detail["run_seconds"] < 3
+
+
+async def test_browser_runner_missing_or_not_is_never_a_crash(api) -> None:  # type: ignore[no-untyped-def]
+    response = await api.client.post(
+        "/api/v1/tests",
+        json={"title": "unknown kind", "runner": "nonesuch"},
+        headers=api.admin,
+    )
+    assert response.status_code == 422
+    assert "runner 'nonesuch' is unknown" in response.json()["detail"]

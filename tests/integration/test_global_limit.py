@@ -1,0 +1,86 @@
+"""Invariant 1: never more runs than slots, across dispatchers racing on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from gates import GateRunner, with_gate
+from testqueue.database import Database
+from testqueue.dispatcher import Dispatcher
+from testqueue.models import Status
+from testqueue.runners import Registry
+
+RUNS = 60
+SLOTS = 5
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant (an end at t closes before a start at t)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    current = peak = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+async def _running_now(db: Database) -> int:
+    from sqlalchemy import func, select
+
+    from testqueue.models import Execution
+
+    async with db.read() as conn:
+        stmt = select(func.count()).where(Execution.status == Status.RUNNING)
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def test_limit_holds_under_concurrent_enqueues_and_completions(
+    api, settings, registry: Registry  # type: ignore[no-untyped-def]
+) -> None:
+    gate = GateRunner()
+    with_gate(registry, gate)
+    fast = settings.model_copy(update={"queue_check_interval": 0.05})
+    others = []
+    for n in range(2):
+        db = Database(fast)
+        others.append((db, Dispatcher(fast, db, with_gate(Registry(fast), gate), worker_id=f"w{n}")))
+    for _, dispatcher in others:
+        await dispatcher.start()
+
+    response = await api.client.post(
+        "/api/v1/tests", json={"title": "race", "runner": "gate"}, headers=api.admin
+    )
+    test_id = response.json()["id"]
+    rng = random.Random(7)
+    samples: list[int] = []
+
+    async def finisher() -> None:
+        while len(gate.spans) < RUNS:
+            await gate.wait_for(lambda: len(gate.running) > 0 or len(gate.spans) >= RUNS)
+            if gate.running:
+                gate.release(rng.choice(sorted(gate.running)))
+            samples.append(await _running_now(api.state.db))
+
+    try:
+        finishing = asyncio.create_task(finisher())
+        queued = await asyncio.gather(*(api.run(test_id) for _ in range(RUNS)))
+        await asyncio.wait_for(finishing, timeout=60)
+    finally:
+        for db, dispatcher in others:
+            await dispatcher.stop()
+            await db.dispose()
+
+    assert len({q["id"] for q in queued}) == RUNS
+    assert sorted(gate.started) == sorted(q["id"] for q in queued), "each ran exactly once"
+    assert max_overlap(list(gate.spans.values())) <= SLOTS
+    assert gate.max_running <= SLOTS
+    assert max(samples) <= SLOTS
+    assert gate.max_running == SLOTS, "the slots were all used at some point"
+    stats = await api.get("/executions/queue/statistics")
+    assert stats["executions_by_status"]["completed"] == RUNS
+
+
+def test_max_overlap_counts_what_it_should() -> None:
+    assert max_overlap([(0, 2), (1, 3), (2, 4)]) == 2
+    assert max_overlap([(0, 5), (1, 2), (1.5, 3)]) == 3
