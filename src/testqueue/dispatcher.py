@@ -124,7 +124,7 @@ class Dispatcher:
         self._tasks = []
         with contextlib.suppress(Exception):
             await self._settle()
-        released = await queue.release(self._db, self.claimer, self._settings.max_attempts)
+        released = await queue.release(self._db, self.claimer)
         await self._registry.close()
         log.info("dispatcher stopped", extra={"released": released})
 

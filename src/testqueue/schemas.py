@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_serializer,
+    field_validator,
     model_validator,
 )
 
@@ -22,6 +24,13 @@ MAX_ARGV_ITEMS = 256
 MAX_ARG_CHARS = 4096
 MAX_BULK_RUNS = 1000
 MAX_PAGE_SIZE = 500
+# Ids and offsets past these cannot be bound to a query: INTEGER (test cases, users,
+# artifacts) and BIGINT (executions, OFFSET) on PostgreSQL, 64-bit integers on SQLite.
+MAX_ROW_ID = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
+# `required_tags` is stored comma-fenced in a VARCHAR(500).
+MAX_TAGS_CHARS = 500
+MAX_JSON_DEPTH = 100
 
 
 def _priority_word(value: object) -> object:
@@ -45,10 +54,38 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def _no_nul_text(value: str) -> str:
+    # PostgreSQL cannot store NUL in text: refuse it here rather than fail as a 500.
+    if "\0" in value:
+        raise ValueError("text may not contain a NUL character")
+    return value
+
+
+def _plain_json(value: Any) -> Any:
+    """Refuse what a JSON column or the JSON answer cannot hold.
+
+    Python's JSON reader takes NaN and Infinity, which PostgreSQL refuses; and
+    pydantic cannot write a value nested past ~250 levels back out, so such a
+    test case would be saved and then fail every read.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("NaN and Infinity are not JSON numbers")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return value
+
+
 Argument = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS), AfterValidator(_no_nul)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.:-]+$")]
-ShortText = Annotated[str, StringConstraints(max_length=100)]
-LongText = Annotated[str, StringConstraints(max_length=20_000)]
+ShortText = Annotated[str, StringConstraints(max_length=100), AfterValidator(_no_nul_text)]
+LongText = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_no_nul_text)]
 
 
 def _utc(value: datetime | None) -> str | None:
@@ -100,18 +137,34 @@ class UserPublic(Timestamped):
 
 
 class TestCaseFields(Strict):
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    title: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+        AfterValidator(_no_nul_text),
+    ]
     description: LongText = ""
     test_type: Literal["e2e", "api", "unit", "integration"] = "e2e"
     priority: Literal["high", "medium", "low"] = "medium"
-    steps: list[Any] = Field(default_factory=list, max_length=500)
+    steps: Annotated[list[Any], AfterValidator(_plain_json)] = Field(
+        default_factory=list, max_length=500
+    )
     expected_result: LongText = ""
     preconditions: LongText = ""
-    test_data: dict[str, Any] = Field(default_factory=dict)
+    test_data: Annotated[dict[str, Any], AfterValidator(_plain_json)] = Field(default_factory=dict)
     runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = "command"
     command: list[Argument] | None = Field(default=None, max_length=MAX_ARGV_ITEMS)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)
     required_tags: list[Tag] = Field(default_factory=list, max_length=20)
+
+    @field_validator("required_tags")
+    @classmethod
+    def _tags_fit(cls, tags: list[str]) -> list[str]:
+        stored = 1 + sum(len(tag) + 1 for tag in {t.lower() for t in tags})
+        if stored > MAX_TAGS_CHARS:
+            raise ValueError(
+                f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}"
+            )
+        return tags
 
     @model_validator(mode="after")
     def _runner_fields(self) -> TestCaseFields:
@@ -177,16 +230,25 @@ class RunRequest(Strict):
     """How to run: all optional; priority defaults to the test case's."""
 
     priority: Priority | None = None
-    browser: ShortText | None = None
+    browser: (
+        Annotated[str, StringConstraints(max_length=32), AfterValidator(_no_nul_text)] | None
+    ) = None
     environment: ShortText | None = None
-    base_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://")] | None = (
-        None
-    )
+    base_url: (
+        Annotated[
+            str,
+            StringConstraints(max_length=2000, pattern=r"^https?://"),
+            AfterValidator(_no_nul_text),
+        ]
+        | None
+    ) = None
     triggered_by: ShortText | None = None
 
 
 class BulkRunRequest(RunRequest):
-    test_case_ids: list[int] = Field(min_length=1, max_length=MAX_BULK_RUNS)
+    test_case_ids: list[Annotated[int, Field(strict=True, ge=1, le=MAX_ROW_ID)]] = Field(
+        min_length=1, max_length=MAX_BULK_RUNS
+    )
 
 
 class PriorityChange(Strict):

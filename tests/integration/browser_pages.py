@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,7 +23,9 @@ LOGIN = """<!doctype html><title>Sign in</title>
 <form id="login" method="post" action="/session">
   <input id="username" name="username" placeholder="user">
   <input id="password" name="password" type="password">
-  <select id="role" name="role"><option value="qa">QA</option><option value="dev">Dev</option></select>
+  <select id="role" name="role">
+    <option value="qa">QA</option><option value="dev">Dev</option>
+  </select>
   <label><input id="remember" name="remember" type="checkbox"> Remember me</label>
   <span id="help">?</span><div id="tip" hidden>Use your QA account</div>
   <button id="submit" type="submit">Sign in</button>
@@ -141,10 +143,8 @@ class Pages:
         for writer in list(self._connections):
             writer.close()
         for writer in list(self._connections):
-            try:
+            with suppress(ConnectionError):
                 await writer.wait_closed()
-            except ConnectionError:
-                pass
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:

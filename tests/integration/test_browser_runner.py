@@ -22,7 +22,7 @@ from testqueue import artifacts
 from testqueue.config import Settings
 from testqueue.models import Result
 from testqueue.runners import Registry
-from testqueue.runners.base import ArtifactRecord, Outcome, RunSpec, StepRecord
+from testqueue.runners.base import ArtifactRecord, Outcome, Runner, RunSpec, StepRecord
 from testqueue.runners.browser import BrowserRunner
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -81,7 +81,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "artifacts_dir": tmp_path / "artifacts",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def spec(steps: list[Any], execution_id: int = 1, **fields: Any) -> RunSpec:
@@ -131,7 +131,9 @@ async def runner(browser_settings: Settings) -> AsyncIterator[BrowserRunner]:
         await browser_runner.close()
 
 
-async def test_every_step_passes(runner: BrowserRunner, pages: Pages, tmp_path: Path) -> None:
+async def test_every_step_passes(
+    runner: BrowserRunner, pages: Pages, browser_settings: Settings
+) -> None:
     run_spec = spec(LOGIN_AS_ALICE, test_data={"base_url": pages.base_url})
 
     outcome, recorder = await run(runner, run_spec)
@@ -148,13 +150,13 @@ async def test_every_step_passes(runner: BrowserRunner, pages: Pages, tmp_path: 
     [artifact] = recorder.artifacts  # a passing run keeps no trace
     assert artifact.kind == "screenshot"
     assert artifact.path.read_bytes().startswith(PNG_MAGIC)
-    assert artifact.path.parent == artifacts.execution_dir(runner._settings, 1)
+    assert artifact.path.parent == artifacts.execution_dir(browser_settings, 1)
 
 
 async def test_failed_expectation_skips_the_rest_and_keeps_evidence(
     runner: BrowserRunner, pages: Pages
 ) -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"action": "goto", "url": f"{pages.base_url}/login"},
         {"action": "fill", "selector": "#username", "value": "alice"},
         {"action": "fill", "selector": "#password", "value": "wrong"},
@@ -326,7 +328,11 @@ async def test_missing_chromium_says_how_to_install_one(tmp_path: Path) -> None:
 
 
 def test_registry_builds_the_browser_runner(tmp_path: Path) -> None:
-    assert isinstance(Registry(make_settings(tmp_path)).get("browser"), BrowserRunner)
+    built: Runner = Registry(make_settings(tmp_path)).get("browser")
+    conforms: Runner = BrowserRunner(make_settings(tmp_path))  # mypy checks the protocol here
+
+    assert isinstance(built, BrowserRunner)
+    assert conforms.kind == "browser"
 
 
 def _kill_our_chromium() -> list[int]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -90,6 +91,14 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _problem(error: Any) -> dict[str, Any]:
     """One validation error, without echoing the (possibly huge) input back."""
+    if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        position = error.get("loc", ("body", 0))[-1]
+        return {
+            "loc": list(error.get("loc", ())),
+            "msg": f"the body is not valid JSON: {reason} at character {position}",
+            "type": "json_invalid",
+        }
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     return {
@@ -100,7 +109,12 @@ def _problem(error: Any) -> dict[str, Any]:
 
 
 class BodyLimit:
-    """Refuses request bodies over MAX_BODY_BYTES with 413 before reading them whole."""
+    """Refuses request bodies over MAX_BODY_BYTES with 413 before reading them whole.
+
+    A declared Content-Length over the limit is refused at once; a body that
+    turns out longer than declared (or is chunked) is cut off where it crosses
+    the limit, and whatever the app made of the cut body is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -110,32 +124,61 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_big = f"the request body is over {self.max_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and not declared.isdigit():
+            await _answer(send, 400, "the Content-Length header is not a number of bytes")
             return
-        await self.app(scope, self._counting(receive), send)
+        if declared is not None and int(declared) > self.max_bytes:
+            await _answer(send, 413, too_big)
+            return
+        guard = _BodyGuard(receive, send, self.max_bytes)
+        try:
+            await self.app(scope, guard.receive, guard.send)
+        except Exception:
+            if not guard.over:
+                raise
+        if guard.over and not guard.started:
+            await _answer(send, 413, too_big)
 
-    def _counting(self, receive: Receive) -> Callable[[], Awaitable[Message]]:
-        seen = 0
 
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise errors.BadRequest(f"the request body is over {self.max_bytes} bytes")
-            return message
+class _BodyGuard:
+    """Counts the body as the app reads it; once over the limit, the app's answer is dropped."""
 
-        return counted
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._seen = 0
+        self.over = False
+        self.started = False
 
-    async def _refuse(self, send: Send) -> None:
-        body = f'{{"detail": "the request body is over {self.max_bytes} bytes"}}'.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self._seen += len(message.get("body", b""))
+        if self._seen > self._max_bytes:
+            self.over = True
+            raise errors.BadRequest(f"the request body is over {self._max_bytes} bytes")
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.over:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 
@@ -15,8 +15,15 @@ from testqueue.database import Database
 from testqueue.dispatcher import Dispatcher
 from testqueue.models import Role, User
 from testqueue.runners import Registry
+from testqueue.schemas import MAX_BIGINT, MAX_ROW_ID
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+
+# Bounded so a huge number is a 422, not a database error (see schemas.MAX_ROW_ID).
+TestCaseId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+ExecutionId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
+ArtifactId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+Offset = Annotated[int, Query(ge=0, le=MAX_BIGINT)]
 
 
 @dataclass

@@ -369,19 +369,34 @@ CANCELLED_LOST = "cancelled; its worker stopped before it could confirm"
 REQUEUED = "its worker was lost; queued again at its original place in line"
 
 
-async def release(db: Database, claimer: Claimer, max_attempts: int) -> int:
-    """Give back every run this worker holds (graceful shutdown) and sign it off."""
+async def release(db: Database, claimer: Claimer) -> int:
+    """Give back every run this worker holds (graceful shutdown) and sign it off.
+
+    The runs go back to their place in line with their attempt unchanged: a
+    clean hand-back is not a lost worker and does not count toward MAX_ATTEMPTS.
+    A run someone asked to cancel meanwhile ends cancelled instead.
+    """
     now = utcnow()
+    mine = and_(E.status == Status.RUNNING, E.worker_id == claimer.worker_id)
+    back = {"worker_id": None, "lease_expires_at": None}
     async with db.write() as conn:
         await conn.execute(
             update(E)
-            .where(E.status == Status.RUNNING, E.worker_id == claimer.worker_id)
-            .values(lease_expires_at=now - timedelta(seconds=1))
+            .where(mine, E.cancel_requested)
+            .values(status=Status.CANCELLED, completed_at=now, error_message=CANCELLED, **back)
         )
-        released = await _recover_expired(conn, now, max_attempts)
+        released = await conn.execute(
+            update(E)
+            .where(mine)
+            .values(status=Status.PENDING, started_at=None, error_message=RELEASED, **back)
+        )
         await conn.execute(delete(Worker).where(Worker.id == claimer.worker_id))
         await dialect.signal(db, conn)
-    return released
+    return int(released.rowcount)
+
+
+CANCELLED = "cancelled while running"
+RELEASED = "its worker shut down; queued again at its original place in line"
 
 
 async def expire_dead_workers(

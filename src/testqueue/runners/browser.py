@@ -246,7 +246,9 @@ class _Run:
             except _Stopped as stop:
                 self._record(step, "error", loop.time() - started, stop.reason)
                 self._skip_from(index + 1)
-                return _stopped_outcome(stop, f"{stop.reason} at {self._label(step)}")
+                message = f"{stop.reason} at {self._label(step)}"
+                self.report.log(message)
+                return _stopped_outcome(stop, message)
             elapsed = loop.time() - started
             if result == "pass":
                 self._record(step, result, elapsed)

@@ -21,6 +21,7 @@ import resource
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,6 +36,8 @@ PR_SET_PDEATHSIG = 1
 MAX_OPEN_FILES = 4096
 # Output still buffered in the pipe when the tree is gone is drained this long at most.
 DRAIN_TIMEOUT_S = 1.0
+# How long a sweep waits for the processes it killed to be gone.
+SWEEP_WAIT_S = 5.0
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "TZ")
 
 _libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
@@ -243,21 +246,37 @@ def sweep_orphans(worker_ids: set[str]) -> int:
     """Kill every process on this host that a gone worker in `worker_ids` started.
 
     Found by the `TESTQUEUE_WORKER_ID` each command inherits, so it reaches
-    processes that left the group too. Linux only (/proc); returns how many.
+    processes that left the group too. Returns once they are all gone, so a
+    recovered run never starts beside its old copy. Linux only (/proc).
     """
     if not worker_ids:
         return 0
     markers = {f"TESTQUEUE_WORKER_ID={wid}".encode() for wid in worker_ids}
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = set((entry / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if markers & environ:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
+    killed = [pid for pid in _live_pids() if markers & _environ(pid)]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + SWEEP_WAIT_S
+    while any(_running(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(killed)
+
+
+def _live_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _environ(pid: int) -> set[bytes]:
+    try:
+        return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return set()
+
+
+def _running(pid: int) -> bool:
+    """True until the process is gone or a zombie (killed, waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -36,6 +36,9 @@ MAX_STEPS = 500
 
 ElementState = Literal["visible", "hidden", "attached", "detached"]
 LoadState = Literal["load", "domcontentloaded", "networkidle"]
+WaitState = Literal[
+    "visible", "hidden", "attached", "detached", "load", "domcontentloaded", "networkidle"
+]
 ELEMENT_STATES: tuple[ElementState, ...] = get_args(ElementState)
 LOAD_STATES: tuple[LoadState, ...] = get_args(LoadState)
 
@@ -203,7 +206,7 @@ class Hover(_Step):
 class WaitFor(_Step):
     action: Literal["wait_for"]
     selector: Selector | None = None
-    state: ElementState | LoadState | None = None
+    state: WaitState | None = None
 
     @model_validator(mode="after")
     def _state_fits(self) -> WaitFor:
@@ -340,7 +343,9 @@ def parse_steps(steps: Any) -> list[Step]:
             parsed.append(_STEP.validate_python(raw))
         except ValidationError as exc:
             label = _label(number, raw)
-            problems.extend(f"{label}: {_describe(err)}" for err in exc.errors())
+            # A union field fails once per member; one line per field is enough.
+            for problem in dict.fromkeys(_describe(err) for err in exc.errors()):
+                problems.append(f"{label}: {problem}")
     if problems:
         raise StepError(problems)
     return parsed
@@ -366,7 +371,7 @@ def _label(number: int, raw: object) -> str:
 def _describe(err: ErrorDetails) -> str:
     """One pydantic error as a person would say it."""
     kind = err["type"]
-    field = ".".join(str(part) for part in err["loc"][1:])
+    field = str(err["loc"][1]) if len(err["loc"]) > 1 else ""
     if kind == "union_tag_invalid":
         action = err["input"].get("action")
         if not isinstance(action, str):

@@ -1,9 +1,56 @@
-"""The dashboard: server-rendered pages beside the API."""
+"""The dashboard: server-rendered pages beside the API, at `/`.
+
+Plain HTML forms that work without JavaScript, a small script that submits
+them in place and patches the page from Server-Sent Events, and a stylesheet;
+all served from this package with no build step. Sign-in uses the API's
+accounts through an HttpOnly cookie (see `session`).
+
+    session      the cookie, the CSRF tokens, who is looking
+    render       templates, filters, error pages, security headers
+    queue_page   the queue and its actions      board, estimates   what it shows
+    cases_page   test cases                     case_form          their form
+    history_page history and trends             trends, charts     its charts
+    execution_page  one execution, its log live
+    events       the SSE plumbing and the queue stream
+    shutdown     ends the streams when the server stops
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from testqueue.web import (
+    cases_page,
+    events,
+    execution_page,
+    history_page,
+    queue_page,
+    signin,
+)
+from testqueue.web.render import STATIC_DIR
+from testqueue.web.shutdown import StopSignal
 
 
 def mount(app: FastAPI) -> None:
     """Add the dashboard's routes to `app`."""
+    stop = StopSignal()
+    app.state.dashboard_stop = stop
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Runs inside the server's own signal handling, so there is one to wrap.
+        stop.install()
+        try:
+            yield
+        finally:
+            stop.remove()
+
+    dashboard = APIRouter(lifespan=lifespan, include_in_schema=False)
+    for module in (signin, queue_page, cases_page, history_page, execution_page, events):
+        dashboard.include_router(module.router)
+    app.include_router(dashboard)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

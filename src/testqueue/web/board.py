@@ -95,16 +95,21 @@ async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
         case = cases.get(row["test_case_id"])
         return (case.timeout_seconds if case else None) or settings.execution_timeout
 
+    now = utcnow()
+
+    def since(moment: Any) -> float:
+        return max(0.0, (now - as_utc(moment)).total_seconds()) if moment else 0.0
+
     running = [
         {
             **about(row),
             "started_at": iso(row["started_at"]),
+            "elapsed_s": since(row["started_at"]),
             "timeout_s": timeout_of(row),
             "stopping": bool(row["cancel_requested"]),
         }
         for row in snap.active
     ]
-    now = utcnow()
     busy = [
         estimates.Busy(
             as_utc(row["started_at"] or now),
@@ -122,7 +127,9 @@ async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
             **about(row),
             "position": row["queue_position"],
             "queued_at": iso(row["queued_at"]),
+            "waited_s": since(row["queued_at"]),
             "eta": iso(start),
+            "eta_in_s": (start - now).total_seconds() if start else None,
             "reason": row["wait_reason"],
         }
         for row, start in zip(snap.queue, starts, strict=True)

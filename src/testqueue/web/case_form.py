@@ -74,7 +74,9 @@ def _number_text(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _json_field(values: dict[str, str], name: str, empty: Any, problems: dict[str, list[str]]) -> Any:
+def _json_field(
+    values: dict[str, str], name: str, empty: Any, problems: dict[str, list[str]]
+) -> Any:
     raw = values[name].strip()
     if not raw:
         return empty
@@ -100,7 +102,8 @@ def _timeout(values: dict[str, str], problems: dict[str, list[str]]) -> float | 
 
 def to_body(form: CaseForm) -> TestCaseCreate:
     """The API body the form describes; `FormProblems` when any field is wrong."""
-    values, problems = form.values, {}
+    values = form.values
+    problems: dict[str, list[str]] = {}
     data: dict[str, Any] = {name: values[name] for name in TEXT_FIELDS + CHOICE_FIELDS}
     data["required_tags"] = [t for t in re.split(r"[,\s]+", values["required_tags"]) if t]
     data["command"] = (

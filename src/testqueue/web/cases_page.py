@@ -142,9 +142,7 @@ async def show_test_case(request: Request, test_case_id: int, viewer: CurrentVie
 
 
 @router.post("/tests/{test_case_id:int}")
-async def update_test_case(
-    request: Request, test_case_id: int, viewer: ChangingViewer
-) -> Response:
+async def update_test_case(request: Request, test_case_id: int, viewer: ChangingViewer) -> Response:
     """Save changes to a test case; problems come back next to their fields."""
     state = get_state(request)
     case = await test_routes.read_test_case(state, test_case_id, viewer.actor)
@@ -161,4 +159,3 @@ async def update_test_case(
         runs = await _recent_runs(request, test_case_id)
         return _form_page(request, viewer, form, case=case, status_code=422, runs=runs)
     return done(request, f"Test case #{test_case_id} saved.", f"/tests/{test_case_id:int}")
-

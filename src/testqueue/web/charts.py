@@ -70,6 +70,8 @@ def bars(values: Sequence[float | None], labels: Sequence[str], summary: str) ->
     for index, value in enumerate(values):
         if value is None:
             continue
-        y = _y(value, top)
-        marks.append(Mark(round(_x(index, len(values)) - width / 2, 1), y, HEIGHT - PAD - y, labels[index]))
+        # A tiny value still gets a visible sliver, so "fast" never reads as "no runs".
+        height = max(HEIGHT - PAD - _y(value, top), 1.0)
+        left = round(_x(index, len(values)) - width / 2, 1)
+        marks.append(Mark(left, round(HEIGHT - PAD - height, 1), round(height, 1), labels[index]))
     return Chart([], marks, width, summary)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 from fastapi import Request, Response
@@ -95,6 +95,12 @@ def static_url(name: str) -> str:
     return f"/static/{name}?v={_static_version(name)}"
 
 
+def query_with(base: dict[str, Any], **changes: Any) -> str:
+    """A query string: `base` with `changes` applied, empty values left out."""
+    merged = {**base, **changes}
+    return urlencode({k: v for k, v in merged.items() if v not in ("", None)})
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -104,7 +110,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(iso=iso, clock=clock, span=span, priority_label=priority_label)
-    env.globals.update(static_url=static_url, priorities=list(range(1, 11)))
+    env.globals.update(static_url=static_url, query_with=query_with, priorities=list(range(1, 11)))
     return env
 
 

@@ -12,11 +12,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors, queue
-from testqueue.api.deps import CurrentActor, State
+from testqueue.api.deps import ArtifactId, CurrentActor, ExecutionId, Offset, State, TestCaseId
 from testqueue.api.views import execution_detail, execution_rows, load_execution
 from testqueue.models import Artifact, Execution, ExecutionLog, Result, Status
 from testqueue.schemas import (
     MAX_PAGE_SIZE,
+    MAX_ROW_ID,
     BulkQueued,
     BulkRunRequest,
     Cancelled,
@@ -59,7 +60,7 @@ def _queued(item: queue.Queued) -> RunQueued:
 @router.post("/tests/{test_case_id}/run", status_code=status.HTTP_201_CREATED)
 async def run_test_case(
     state: State,
-    test_case_id: int,
+    test_case_id: TestCaseId,
     actor: CurrentActor,
     body: Annotated[RunRequest | None, Body()] = None,
 ) -> RunQueued:
@@ -84,10 +85,10 @@ async def list_executions(
     _actor: CurrentActor,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     result: Result | None = None,
-    test_case_id: int | None = None,
-    user_id: int | None = None,
+    test_case_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ExecutionPage:
     """History, newest first, filtered by status, result, test case or user."""
     where = []
@@ -106,13 +107,17 @@ async def list_executions(
 
 
 @router.get("/{execution_id}")
-async def read_execution(state: State, execution_id: int, _actor: CurrentActor) -> ExecutionPublic:
+async def read_execution(
+    state: State, execution_id: ExecutionId, _actor: CurrentActor
+) -> ExecutionPublic:
     """One execution with its timings, steps, artifacts and, while pending, its position."""
     return await execution_detail(state, execution_id)
 
 
 @router.get("/{execution_id}/log", response_class=PlainTextResponse)
-async def read_log(state: State, execution_id: int, _actor: CurrentActor) -> PlainTextResponse:
+async def read_log(
+    state: State, execution_id: ExecutionId, _actor: CurrentActor
+) -> PlainTextResponse:
     """The captured output so far (stdout and stderr together; saved every heartbeat)."""
     async with state.db.read() as conn:
         await load_execution(conn, execution_id)
@@ -126,7 +131,7 @@ async def read_log(state: State, execution_id: int, _actor: CurrentActor) -> Pla
 
 @router.patch("/{execution_id}")
 async def change_priority(
-    state: State, execution_id: int, body: PriorityChange, actor: CurrentActor
+    state: State, execution_id: ExecutionId, body: PriorityChange, actor: CurrentActor
 ) -> ExecutionPublic:
     """Change the priority of a pending execution; it moves in the line at once."""
     await queue.set_priority(state.db, execution_id, body.priority, actor.owner_filter())
@@ -134,7 +139,9 @@ async def change_priority(
 
 
 @router.post("/{execution_id}/cancel")
-async def cancel_execution(state: State, execution_id: int, actor: CurrentActor) -> Cancelled:
+async def cancel_execution(
+    state: State, execution_id: ExecutionId, actor: CurrentActor
+) -> Cancelled:
     """Cancel a pending execution, or stop a running one (within a second)."""
     now = await queue.cancel(state.db, execution_id, actor.owner_filter())
     if now == Status.RUNNING:
@@ -158,7 +165,9 @@ async def _await_stop(state: State, execution_id: int) -> str:
 
 
 @router.delete("/{execution_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_execution(state: State, execution_id: int, actor: CurrentActor) -> Response:
+async def delete_execution(
+    state: State, execution_id: ExecutionId, actor: CurrentActor
+) -> Response:
     """Delete a finished execution with its log, steps and artifacts."""
     async with state.db.write() as conn:
         row = await load_execution(conn, execution_id)
@@ -176,7 +185,7 @@ async def delete_execution(state: State, execution_id: int, actor: CurrentActor)
 
 @router.get("/{execution_id}/artifacts/{artifact_id}")
 async def read_artifact(
-    state: State, execution_id: int, artifact_id: int, _actor: CurrentActor
+    state: State, execution_id: ExecutionId, artifact_id: ArtifactId, _actor: CurrentActor
 ) -> FileResponse:
     """Download a screenshot or trace of an execution."""
     async with state.db.read() as conn:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from testqueue import queue
-from testqueue.api.deps import AdminActor, AppState, CurrentActor, State
+from testqueue.api.deps import AdminActor, AppState, CurrentActor, Offset, State
 from testqueue.models import Status
 from testqueue.queue import status as queue_status
 from testqueue.schemas import (
@@ -48,7 +48,7 @@ async def queue_status_route(
     state: State,
     _actor: CurrentActor,
     limit: Annotated[int, Query(ge=0, le=MAX_PAGE_SIZE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> QueueStatus:
     """What runs and what waits, in order, with exact counts; the line is paginated."""
     return await read_status(state, limit, offset)

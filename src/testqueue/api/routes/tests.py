@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors, queue
-from testqueue.api.deps import Actor, CurrentActor, State
+from testqueue.api.deps import Actor, CurrentActor, Offset, State, TestCaseId
 from testqueue.models import RunnerKind, TestCase, utcnow
 from testqueue.queue.positions import decode_tags, encode_tags
 from testqueue.schemas import (
@@ -35,11 +35,14 @@ async def list_test_cases(
     state: State,
     _actor: CurrentActor,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     search: Annotated[str | None, Query(max_length=200, description="in the title")] = None,
     runner: Annotated[str | None, Query(max_length=16)] = None,
 ) -> TestCasePage:
     """Test cases, newest first, with an optional title search."""
+    if "\0" in (search or "") + (runner or ""):
+        # PostgreSQL refuses NUL in a query parameter; no title or runner holds one.
+        raise errors.InvalidInput("search and runner may not contain a NUL character")
     where = []
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -78,7 +81,9 @@ async def create_test_case(
 
 
 @router.get("/{test_case_id}")
-async def read_test_case(state: State, test_case_id: int, _actor: CurrentActor) -> TestCasePublic:
+async def read_test_case(
+    state: State, test_case_id: TestCaseId, _actor: CurrentActor
+) -> TestCasePublic:
     """One test case."""
     async with state.db.read() as conn:
         return _public(await _load(conn, test_case_id))
@@ -86,7 +91,7 @@ async def read_test_case(state: State, test_case_id: int, _actor: CurrentActor) 
 
 @router.put("/{test_case_id}")
 async def update_test_case(
-    state: State, test_case_id: int, body: TestCaseUpdate, actor: CurrentActor
+    state: State, test_case_id: TestCaseId, body: TestCaseUpdate, actor: CurrentActor
 ) -> TestCasePublic:
     """Change the fields given; the others keep their values."""
     async with state.db.write() as conn:
@@ -116,7 +121,7 @@ async def update_test_case(
 
 
 @router.delete("/{test_case_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_test_case(state: State, test_case_id: int, actor: CurrentActor) -> Response:
+async def delete_test_case(state: State, test_case_id: TestCaseId, actor: CurrentActor) -> Response:
     """Delete a test case; its pending runs are cancelled, its history is kept."""
     async with state.db.read() as conn:
         _may_edit(await _load(conn, test_case_id), actor)

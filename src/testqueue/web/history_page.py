@@ -1,0 +1,83 @@
+"""The history page: every execution, filtered and paginated, with trends per test case."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import ColumnElement, func, select
+
+from testqueue.api import views
+from testqueue.api.deps import get_state
+from testqueue.models import Execution, Result, Status, TestCase, User
+from testqueue.web import trends
+from testqueue.web.render import PageRoute, page
+from testqueue.web.session import CurrentViewer
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+E = Execution
+PAGE_SIZE = 25
+CHOICES_SHOWN = 500
+
+
+def _filters(
+    status: Status | None, result: Result | None, test_case_id: int | None, user_id: int | None
+) -> list[ColumnElement[bool]]:
+    where = []
+    if status is not None:
+        where.append(E.status == status)
+    if result is not None:
+        where.append(E.result == result)
+    if test_case_id is not None:
+        where.append(E.test_case_id == test_case_id)
+    if user_id is not None:
+        where.append(E.user_id == user_id)
+    return where
+
+
+@router.get("/history")
+async def show_history(
+    request: Request,
+    viewer: CurrentViewer,
+    status: Annotated[str, Query(max_length=16)] = "",
+    result: Annotated[str, Query(max_length=16)] = "",
+    test_case: Annotated[str, Query(max_length=20)] = "",
+    user: Annotated[str, Query(max_length=20)] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
+) -> Response:
+    """Executions newest first; the filters are plain GET fields, so a filtered view is a link."""
+    chosen_status = Status(status) if status in set(Status) else None
+    chosen_result = Result(result) if result in set(Result) else None
+    test_case_id = int(test_case) if test_case.isdigit() else None
+    user_id = int(user) if user.isdigit() else None
+    where = _filters(chosen_status, chosen_result, test_case_id, user_id)
+    offset = (page_number - 1) * PAGE_SIZE
+    async with get_state(request).db.read() as conn:
+        total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()
+        items = await views.execution_rows(conn, where, PAGE_SIZE, offset)
+        cases = (
+            await conn.execute(
+                select(TestCase.id, TestCase.title).order_by(TestCase.title).limit(CHOICES_SHOWN)
+            )
+        ).all()
+        users = (await conn.execute(select(User.id, User.username).order_by(User.username))).all()
+        case_trends = await trends.trends(conn, test_case_id)
+    names = {row.id: row.username for row in users}
+    query = {"status": status, "result": result, "test_case": test_case, "user": user}
+    return page(
+        request,
+        "history.html",
+        viewer,
+        items=items,
+        total=total,
+        page_number=page_number,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        query={k: v for k, v in query.items() if v},
+        statuses=[s.value for s in Status],
+        results=[r.value for r in Result],
+        cases=cases,
+        users=users,
+        names=names,
+        trends=case_trends,
+    )

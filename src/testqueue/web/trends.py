@@ -1,0 +1,127 @@
+"""Pass rate and median run time per test case over time, for the history page.
+
+Reads only the most recent completed runs (`TREND_RUNS`), so the page costs
+the same on a year-old database as on a new one. The time axis is shared by
+every test case shown and cut into at most `MAX_BUCKETS` buckets of a round
+length (a minute up to a week) chosen from the span the runs cover.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue.models import Execution, Result, Status, TestCase, as_utc
+from testqueue.web import charts
+from testqueue.web.render import span
+
+E = Execution
+TREND_RUNS = 2000
+CASES_SHOWN = 8
+MAX_BUCKETS = 12
+BUCKET_SIZES_S = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One test case's row of small charts, with the numbers behind them."""
+
+    test_case_id: int
+    title: str
+    runs: int
+    pass_rate: float
+    median_s: float | None
+    pass_chart: charts.Chart
+    time_chart: charts.Chart
+
+
+def bucket_size(first: datetime, last: datetime) -> int:
+    """The smallest round bucket length that covers the span in `MAX_BUCKETS` buckets."""
+    spread = (last - first).total_seconds()
+    for size in BUCKET_SIZES_S:
+        if spread / size < MAX_BUCKETS:
+            return size
+    return BUCKET_SIZES_S[-1]
+
+
+async def _recent(conn: AsyncConnection, where: list[ColumnElement[bool]]) -> list[Any]:
+    rows = await conn.execute(
+        select(E.test_case_id, E.result, E.started_at, E.completed_at, TestCase.title)
+        .join(TestCase, TestCase.id == E.test_case_id)
+        .where(E.status == Status.COMPLETED, E.completed_at.is_not(None), *where)
+        .order_by(E.id.desc())
+        .limit(TREND_RUNS)
+    )
+    return list(rows)
+
+
+async def trends(conn: AsyncConnection, test_case_id: int | None) -> list[Trend]:
+    """The busiest test cases of late (or the one asked for), each with its two charts."""
+    where = [] if test_case_id is None else [E.test_case_id == test_case_id]
+    rows = await _recent(conn, where)
+    if not rows:
+        return []
+    by_case: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_case[row.test_case_id].append(row)
+    busiest = sorted(by_case, key=lambda case: (-len(by_case[case]), case))[:CASES_SHOWN]
+    stamps = [as_utc(row.completed_at) for row in rows]
+    size = bucket_size(min(stamps), max(stamps))
+    origin = int(min(stamps).timestamp()) // size * size
+    count = (int(max(stamps).timestamp()) - origin) // size + 1
+    labels = [_bucket_label(origin + i * size, size) for i in range(count)]
+    return [_trend(by_case[case], origin, size, labels) for case in busiest]
+
+
+def _bucket_label(start: int, size: int) -> str:
+    moment = datetime.fromtimestamp(start, UTC)
+    return moment.strftime("%Y-%m-%d" if size >= 86400 else "%Y-%m-%d %H:%M UTC")
+
+
+def _trend(rows: list[Any], origin: int, size: int, labels: list[str]) -> Trend:
+    buckets: list[list[Any]] = [[] for _ in labels]
+    for row in rows:
+        index = (int(as_utc(row.completed_at).timestamp()) - origin) // size
+        buckets[min(max(index, 0), len(labels) - 1)].append(row)
+    rates = [_pass_rate(b) if b else None for b in buckets]
+    medians = [_median_run(b) for b in buckets]
+    rate_labels = [
+        f"{label}: {rate:.0f}% of {len(b)} passed" if rate is not None else label
+        for label, rate, b in zip(labels, rates, buckets, strict=True)
+    ]
+    time_labels = [
+        f"{label}: median {span(m)}" if m is not None else label
+        for label, m in zip(labels, medians, strict=True)
+    ]
+    overall = _pass_rate(rows)
+    median = _median_run(rows)
+    rate_summary = f"pass rate over time, {overall:.0f}% overall"
+    time_summary = f"median run time over time, {span(median)} overall"
+    return Trend(
+        test_case_id=rows[0].test_case_id,
+        title=rows[0].title,
+        runs=len(rows),
+        pass_rate=overall,
+        median_s=median,
+        pass_chart=charts.line(rates, rate_labels, 100.0, rate_summary),
+        time_chart=charts.bars(medians, time_labels, time_summary),
+    )
+
+
+def _pass_rate(rows: list[Any]) -> float:
+    return 100.0 * sum(1 for row in rows if row.result == Result.PASS) / len(rows)
+
+
+def _median_run(rows: list[Any]) -> float | None:
+    runs = [
+        (as_utc(row.completed_at) - as_utc(row.started_at)).total_seconds()
+        for row in rows
+        if row.started_at is not None
+    ]
+    return statistics.median(runs) if runs else None

@@ -1,0 +1,112 @@
+"""Invariant 5: a run whose worker vanished is recovered at its place, or ends after MAX_ATTEMPTS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gates import GateRunner, with_gate
+from testqueue import queue
+from testqueue.dispatcher import Dispatcher
+from testqueue.runners import Registry
+from waiting import until
+
+GHOST_LEASE_S = 0.3
+
+
+@pytest.fixture
+def gate() -> GateRunner:
+    return GateRunner()
+
+
+@pytest.fixture
+def registry(registry: Registry, gate: GateRunner) -> Registry:
+    return with_gate(registry, gate)
+
+
+async def _enqueue(api, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+    response = await api.client.post(
+        "/api/v1/tests", json={"title": "gated", "runner": "gate"}, headers=api.admin
+    )
+    test_id = response.json()["id"]
+    return [(await api.run(test_id))["id"] for _ in range(count)]
+
+
+async def _ghost_claims(api, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """A worker that claims and then never beats again, as if killed."""
+    ghost = queue.Claimer("ghost:1", default_slots=5, lease_ttl_s=GHOST_LEASE_S, capacity=count)
+    return [c.id for c in await queue.settle(api.state.db, ghost, [], count)]
+
+
+@pytest.fixture
+async def dispatcher(api_only, settings, registry, gate) -> AsyncIterator[Dispatcher]:  # type: ignore[no-untyped-def]
+    two_slots = settings.model_copy(update={"max_concurrent_executions": 2, "max_attempts": 2})
+    running = Dispatcher(two_slots, api_only.state.db, registry, worker_id="live")
+    yield running
+    await running.stop(grace_s=0)
+
+
+async def test_lost_run_goes_back_to_its_place_with_attempt_plus_one(
+    api_only, dispatcher: Dispatcher, gate: GateRunner  # type: ignore[no-untyped-def]
+) -> None:
+    first, second, third = await _enqueue(api_only, 3)
+    assert await _ghost_claims(api_only, 1) == [first]
+    await dispatcher.start()
+    await gate.wait_started(1)
+    assert gate.started == [second], "one slot is the ghost's, the other takes the next"
+
+    # The ghost's lease runs out: its run is back in line ahead of `third`,
+    # and its slot is free again, so it starts at once in its original place.
+    await gate.wait_started(2)
+    assert gate.started[1] == first
+    detail = await api_only.get(f"/executions/{first}")
+    assert detail["attempt"] == 2
+    assert detail["status"] == "running"
+    assert "queued again" in detail["error_message"]
+    status = await api_only.get("/executions/queue/status")
+    assert [q["execution_id"] for q in status["queue"]] == [third]
+
+    gate.release(second, first)
+    await gate.wait_started(3)
+    assert gate.started[2] == third
+    completed = await until(
+        lambda: api_only.get(f"/executions/{first}"), lambda d: d["status"] == "completed"
+    )
+    assert completed["result"] == "pass"
+    assert completed["error_message"] is None
+
+
+async def test_run_lost_max_attempts_times_ends_in_error(api_only) -> None:  # type: ignore[no-untyped-def]
+    (only,) = await _enqueue(api_only, 1)
+    probe = queue.Claimer("probe", default_slots=5, lease_ttl_s=5, capacity=0)
+
+    async def recover() -> int:
+        return (await queue.heartbeat(api_only.state.db, probe, [], max_attempts=2)).recovered
+
+    assert await _ghost_claims(api_only, 1) == [only]
+    await until(recover, lambda n: n == 1)
+    detail = await api_only.get(f"/executions/{only}")
+    assert (detail["status"], detail["attempt"]) == ("pending", 2)
+
+    assert await _ghost_claims(api_only, 1) == [only]
+    await until(recover, lambda n: n == 1)
+    detail = await api_only.get(f"/executions/{only}")
+    assert (detail["status"], detail["result"], detail["attempt"]) == ("completed", "error", 2)
+    assert "MAX_ATTEMPTS" in detail["error_message"]
+
+
+async def test_cancel_asked_while_the_worker_is_gone_ends_cancelled(
+    api_only, dispatcher: Dispatcher  # type: ignore[no-untyped-def]
+) -> None:
+    (only,) = await _enqueue(api_only, 1)
+    await _ghost_claims(api_only, 1)
+    response = await api_only.client.post(
+        f"/api/v1/executions/{only}/cancel", headers=api_only.admin
+    )
+    assert response.json()["status"] == "running", "the ghost never confirms"
+    await dispatcher.start()
+    detail = await until(
+        lambda: api_only.get(f"/executions/{only}"), lambda d: d["status"] == "cancelled"
+    )
+    assert detail["result"] is None
