@@ -67,6 +67,7 @@ class StepClock:
 class Figures:
     chromium: str
     cpus: int
+    load_average: float
     cold_runs: int
     cold_p50_ms: float
     cold_p99_ms: float
@@ -174,6 +175,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> Figures:
     executable = chromium.find_chromium(settings.chromium_path)
     if executable is None:
         raise SystemExit(chromium.missing_chromium_message(settings.chromium_path))
+    # Other work on the machine moves every figure; say how busy it was.
+    load_at_start = os.getloadavg()[0]
     async with serve_page() as base_url:
         cold_ms = await cold(settings, base_url, args.cold_runs)
         runner = BrowserRunner(settings)
@@ -185,6 +188,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> Figures:
     return Figures(
         chromium=executable,
         cpus=os.cpu_count() or 0,
+        load_average=round(load_at_start, 2),
         cold_runs=len(cold_ms),
         cold_p50_ms=percentile(cold_ms, 0.5),
         cold_p99_ms=percentile(cold_ms, 0.99),
@@ -203,7 +207,10 @@ def report(figures: Figures) -> None:
 
     warm_ok = figures.warm_p50_ms <= TARGET_WARM_P50_MS
     rate_ok = figures.runs_per_minute >= TARGET_RUNS_PER_MIN
-    print(f"chromium: {figures.chromium} ({figures.cpus} CPUs, {platform.python_version()})")
+    print(
+        f"chromium: {figures.chromium} ({figures.cpus} CPUs, Python {platform.python_version()},"
+        f" 1-min load average at start {figures.load_average})"
+    )
     print(
         f"cold overhead  ({figures.cold_runs} runs): "
         f"p50 {figures.cold_p50_ms:.0f} ms, p99 {figures.cold_p99_ms:.0f} ms"

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
     max_concurrent_executions: int = Field(default=5, ge=1, le=MAX_SLOTS)
     queue_check_interval: float = Field(default=2.0, gt=0, le=3600)
     execution_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)

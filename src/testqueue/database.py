@@ -51,7 +51,7 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(url.database)
 
 
-def _tune_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the driver so BEGIN is ours to choose.
@@ -60,7 +60,7 @@ def _tune_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives any process crash; only power loss can
         # drop the last commits. SQLITE_SYNCHRONOUS=FULL is in docs/settings.md.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -85,8 +85,9 @@ class Database:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
             self.reader = create_async_engine(url, pool_size=8, max_overflow=8)
-            _tune_sqlite(self.writer, immediate=True)
-            _tune_sqlite(self.reader, immediate=False)
+            mode = settings.sqlite_synchronous
+            _tune_sqlite(self.writer, immediate=True, synchronous=mode)
+            _tune_sqlite(self.reader, immediate=False, synchronous=mode)
         else:
             self.writer = create_async_engine(url, pool_size=10, max_overflow=20)
             self.reader = self.writer
