@@ -63,9 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
-    app = create_app(
-        settings, registry=build_registry(settings), with_worker=not args.no_worker
-    )
+    app = create_app(settings, registry=build_registry(settings), with_worker=not args.no_worker)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
 
 

@@ -117,7 +117,9 @@ class Server(Process):
         response = httpx.request(
             method, f"{self.base}/api/v1{path}", headers=self.headers, timeout=10, **kwargs
         )
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        assert response.status_code < 300, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
         return response.json() if response.content else None
 
 

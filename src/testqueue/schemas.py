@@ -153,7 +153,10 @@ class TestCaseFields(Strict):
     test_data: Annotated[dict[str, Any], AfterValidator(_plain_json)] = Field(default_factory=dict)
     runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = "command"
     command: list[Argument] | None = Field(default=None, max_length=MAX_ARGV_ITEMS)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)
+    # Strict: `true` is not one second, nor "30" a number.
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, allow_inf_nan=False, strict=True
+    )
     required_tags: list[Tag] = Field(default_factory=list, max_length=20)
 
     @field_validator("required_tags")
@@ -257,7 +260,10 @@ class PriorityChange(Strict):
 
 class QueueSettingsChange(Strict):
     max_concurrent: int | None = Field(
-        description="global slots; null returns to MAX_CONCURRENT_EXECUTIONS", ge=1, le=1000
+        description="global slots; null returns to MAX_CONCURRENT_EXECUTIONS",
+        ge=1,
+        le=1000,
+        strict=True,  # `true` is not one slot
     )
 
 

@@ -243,7 +243,7 @@ async def test_deleting_a_test_case_cancels_its_pending_runs_and_keeps_history(
     response = await api.client.delete(f"{TESTS}/{test_id}", headers=api.admin)
     assert response.status_code == 204, response.text
 
-    history = await api.get(f"/executions?limit=10")
+    history = await api.get("/executions?limit=10")
     assert history["total"] == 5
     by_id = {item["id"]: item for item in history["items"]}
     assert (by_id[done]["status"], by_id[done]["result"]) == ("completed", "pass")

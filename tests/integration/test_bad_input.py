@@ -92,7 +92,13 @@ async def test_malformed_or_mistyped_json_bodies(api: Any) -> None:
         ("POST", "/tests", {"json": {"title": ["x"], "command": ["true"]}}, 422, "title"),
         ("POST", "/tests", {"json": {"title": "x", "command": "true"}}, 422, "command"),
         ("POST", "/tests", {"json": {"title": "x", "command": [1]}}, 422, "command.0"),
-        ("POST", "/tests", {"json": {"title": "x", "command": ["t"], "test_data": []}}, 422, "test_data"),
+        (
+            "POST",
+            "/tests",
+            {"json": {"title": "x", "command": ["t"], "test_data": []}},
+            422,
+            "test_data",
+        ),
     ]
     await check_refusals(api, cases)
 
@@ -116,13 +122,31 @@ async def test_priorities_outside_one_to_ten_or_the_three_words(api: Any) -> Non
     ]:
         cases += [
             ("POST", run, {"json": {"priority": value}}, 422, words),
-            ("POST", "/executions/bulk", {"json": {"test_case_ids": [api.test_id], "priority": value}}, 422, words),
+            (
+                "POST",
+                "/executions/bulk",
+                {"json": {"test_case_ids": [api.test_id], "priority": value}},
+                422,
+                words,
+            ),
             ("PATCH", f"/executions/{execution_id}", {"json": {"priority": value}}, 422, words),
         ]
     cases += [
         ("PATCH", f"/executions/{execution_id}", {"json": {}}, 422, "priority: Field required"),
-        ("POST", "/tests", {"json": {"title": "x", "command": ["t"], "priority": 1}}, 422, "priority"),
-        ("POST", "/tests", {"json": {"title": "x", "command": ["t"], "priority": "urgent"}}, 422, "priority"),
+        (
+            "POST",
+            "/tests",
+            {"json": {"title": "x", "command": ["t"], "priority": 1}},
+            422,
+            "priority",
+        ),
+        (
+            "POST",
+            "/tests",
+            {"json": {"title": "x", "command": ["t"], "priority": "urgent"}},
+            422,
+            "priority",
+        ),
     ]
     await check_refusals(api, cases)
     assert (await api.get(f"/executions/{execution_id}"))["priority"] == 5
@@ -144,10 +168,30 @@ async def test_test_case_fields_out_of_bounds(api: Any) -> None:
         ("POST", "/tests", body(title="nul\0title"), 422, "NUL"),
         ("POST", "/tests", body(description="nul\0here"), 422, "NUL"),
         ("POST", "/tests", body(description="d" * 20_001), 422, "description"),
-        ("POST", "/tests", body(timeout_seconds=10**12), 422, "timeout_seconds: Input should be less"),
-        ("POST", "/tests", body(timeout_seconds=0), 422, "timeout_seconds: Input should be greater"),
+        (
+            "POST",
+            "/tests",
+            body(timeout_seconds=10**12),
+            422,
+            "timeout_seconds: Input should be less",
+        ),
+        (
+            "POST",
+            "/tests",
+            body(timeout_seconds=0),
+            422,
+            "timeout_seconds: Input should be greater",
+        ),
         ("POST", "/tests", body(timeout_seconds="soon"), 422, "timeout_seconds"),
-        ("POST", "/tests", body(required_tags=["linux; rm -rf /"]), 422, "required_tags.0: String should match"),
+        ("POST", "/tests", body(timeout_seconds=True), 422, "timeout_seconds"),
+        ("POST", "/tests", body(timeout_seconds="30"), 422, "timeout_seconds"),
+        (
+            "POST",
+            "/tests",
+            body(required_tags=["linux; rm -rf /"]),
+            422,
+            "required_tags.0: String should match",
+        ),
         ("POST", "/tests", body(required_tags=[""]), 422, "required_tags.0"),
         ("POST", "/tests", body(required_tags=["t"] * 21), 422, "required_tags"),
         ("POST", "/tests", body(required_tags="linux"), 422, "required_tags"),
@@ -158,8 +202,20 @@ async def test_test_case_fields_out_of_bounds(api: Any) -> None:
         ("PUT", f"/tests/{api.test_id}", {"json": {"command": []}}, 422, "command"),
         ("PUT", f"/tests/{api.test_id}", {"json": {"title": "t" * 10_000}}, 422, "title"),
         ("PUT", f"/tests/{api.test_id}", {"json": {"title": "a\0"}}, 422, "NUL"),
-        ("PUT", f"/tests/{api.test_id}", {"json": {"timeout_seconds": 1e300}}, 422, "timeout_seconds"),
-        ("PUT", f"/tests/{api.test_id}", {"json": {"required_tags": ["a b"]}}, 422, "required_tags"),
+        (
+            "PUT",
+            f"/tests/{api.test_id}",
+            {"json": {"timeout_seconds": 1e300}},
+            422,
+            "timeout_seconds",
+        ),
+        (
+            "PUT",
+            f"/tests/{api.test_id}",
+            {"json": {"required_tags": ["a b"]}},
+            422,
+            "required_tags",
+        ),
     ]
     before = await api.get(f"/tests/{api.test_id}")
     await check_refusals(api, cases)
@@ -173,21 +229,30 @@ async def test_values_json_allows_but_the_database_cannot_store(api: Any) -> Non
         (
             "POST",
             "/tests",
-            {"content": b'{"title": "n", "command": ["t"], "test_data": {"x": NaN}}', "headers": json_header},
+            {
+                "content": b'{"title": "n", "command": ["t"], "test_data": {"x": NaN}}',
+                "headers": json_header,
+            },
             422,
             "test_data",
         ),
         (
             "POST",
             "/tests",
-            {"content": b'{"title": "n", "command": ["t"], "steps": [Infinity]}', "headers": json_header},
+            {
+                "content": b'{"title": "n", "command": ["t"], "steps": [Infinity]}',
+                "headers": json_header,
+            },
             422,
             "steps",
         ),
         (
             "POST",
             "/tests",
-            {"content": b'{"title": "n", "command": ["t"], "timeout_seconds": NaN}', "headers": json_header},
+            {
+                "content": b'{"title": "n", "command": ["t"], "timeout_seconds": NaN}',
+                "headers": json_header,
+            },
             422,
             "timeout_seconds",
         ),
@@ -197,17 +262,41 @@ async def test_values_json_allows_but_the_database_cannot_store(api: Any) -> Non
         ("POST", run, {"json": {"base_url": "https://a\0b"}}, 422, "NUL"),
         ("POST", run, {"json": {"base_url": "ftp://example.com"}}, 422, "base_url"),
         ("POST", run, {"json": {"environment": "e" * 101}}, 422, "environment"),
-        ("POST", run, {"json": {"browser": "b" * 33}}, 422, "browser: String should have at most 32"),
+        (
+            "POST",
+            run,
+            {"json": {"browser": "b" * 33}},
+            422,
+            "browser: String should have at most 32",
+        ),
         (
             "POST",
             "/tests",
-            {"json": {"title": "t", "command": ["t"], "required_tags": [f"{i:02}" + "t" * 38 for i in range(20)]}},
+            {
+                "json": {
+                    "title": "t",
+                    "command": ["t"],
+                    "required_tags": [f"{i:02}" + "t" * 38 for i in range(20)],
+                }
+            },
             422,
             "required_tags: the tags take 821 characters together; at most 500",
         ),
         ("POST", "/executions/bulk", {"json": {"test_case_ids": [True]}}, 422, "test_case_ids.0"),
-        ("POST", "/executions/bulk", {"json": {"test_case_ids": [str(api.test_id)]}}, 422, "test_case_ids.0"),
-        ("POST", "/tests", deeply_nested("test_data", 300), 422, "test_data: is nested more than 100"),
+        (
+            "POST",
+            "/executions/bulk",
+            {"json": {"test_case_ids": [str(api.test_id)]}},
+            422,
+            "test_case_ids.0",
+        ),
+        (
+            "POST",
+            "/tests",
+            deeply_nested("test_data", 300),
+            422,
+            "test_data: is nested more than 100",
+        ),
         ("POST", "/tests", deeply_nested("steps", 101), 422, "steps: is nested more than 100"),
         ("POST", "/tests", deeply_nested("test_data", 100_000), 400, "error parsing the body"),
         ("GET", "/tests?search=a%00b", {}, 422, "NUL"),
@@ -230,10 +319,28 @@ async def test_ids_and_query_parameters(api: Any) -> None:
         ("GET", "/executions/abc/log", {}, 422, "execution_id"),
         ("POST", "/executions/tests/abc/run", {}, 422, "test_case_id"),
         ("DELETE", "/tests/abc", {}, 422, "test_case_id"),
-        ("GET", "/executions?limit=-1", {}, 422, "limit: Input should be greater than or equal to 1"),
+        (
+            "GET",
+            "/executions?limit=-1",
+            {},
+            422,
+            "limit: Input should be greater than or equal to 1",
+        ),
         ("GET", "/executions?limit=0", {}, 422, "limit"),
-        ("GET", "/executions?limit=100000", {}, 422, "limit: Input should be less than or equal to 500"),
-        ("GET", "/executions?offset=-1", {}, 422, "offset: Input should be greater than or equal to 0"),
+        (
+            "GET",
+            "/executions?limit=100000",
+            {},
+            422,
+            "limit: Input should be less than or equal to 500",
+        ),
+        (
+            "GET",
+            "/executions?offset=-1",
+            {},
+            422,
+            "offset: Input should be greater than or equal to 0",
+        ),
         ("GET", "/executions?limit=ten", {}, 422, "limit: Input should be a valid integer"),
         ("GET", "/tests?limit=-5", {}, 422, "limit"),
         ("GET", "/tests?offset=-5", {}, 422, "offset"),
@@ -258,15 +365,50 @@ async def test_numbers_too_big_for_any_row(api: Any) -> None:
         ("POST", f"/executions/{BIG}/cancel", {}, 422, "execution_id"),
         ("PATCH", f"/executions/{BIG}", {"json": {"priority": 1}}, 422, "execution_id"),
         ("POST", f"/executions/tests/{BIG}/run", {}, 422, "test_case_id"),
-        ("POST", "/executions/bulk", {"json": {"test_case_ids": [api.test_id, BIG]}}, 422, "test_case_ids"),
+        (
+            "POST",
+            "/executions/bulk",
+            {"json": {"test_case_ids": [api.test_id, BIG]}},
+            422,
+            "test_case_ids",
+        ),
         ("GET", f"/executions?test_case_id={BIG}", {}, 422, "test_case_id"),
         ("GET", f"/executions?user_id={BIG}", {}, 422, "user_id"),
         ("GET", f"/executions?offset={BIG}", {}, 422, "offset"),
         ("GET", f"/tests?offset={BIG}", {}, 422, "offset"),
         ("GET", f"/executions/queue/status?offset={BIG}", {}, 422, "offset"),
-        ("PUT", "/executions/queue/settings", {"json": {"max_concurrent": BIG}}, 422, "max_concurrent"),
+        (
+            "PUT",
+            "/executions/queue/settings",
+            {"json": {"max_concurrent": BIG}},
+            422,
+            "max_concurrent",
+        ),
+        (
+            "PUT",
+            "/executions/queue/settings",
+            {"json": {"max_concurrent": True}},
+            422,
+            "max_concurrent",
+        ),
+        (
+            "PUT",
+            "/executions/queue/settings",
+            {"json": {"max_concurrent": "3"}},
+            422,
+            "max_concurrent",
+        ),
+        (
+            "PUT",
+            "/executions/queue/settings",
+            {"json": {"max_concurrent": 2.5}},
+            422,
+            "max_concurrent",
+        ),
+        ("PUT", "/executions/queue/settings", {"json": {"slots": 3}}, 422, "slots"),
     ]
     await check_refusals(api, cases)
+    assert (await api.get("/executions/queue/settings"))["max_concurrent"] == 5
 
 
 async def test_bodies_over_the_limit_are_refused_with_413(api: Any) -> None:
@@ -288,11 +430,20 @@ async def test_bodies_over_the_limit_are_refused_with_413(api: Any) -> None:
         ("POST", "/executions/bulk", {"json": too_many}, 413, words),
         ("POST", "/tests", {"content": chunks(), "headers": json_header}, 413, words),
         ("POST", "/tests", {"content": b"x" * (limit + 10), "headers": lying}, 413, words),
-        ("POST", "/tests", {"content": b"{}", "headers": {**json_header, "content-length": "ten"}}, 400, "Content-Length"),
+        (
+            "POST",
+            "/tests",
+            {"content": b"{}", "headers": {**json_header, "content-length": "ten"}},
+            400,
+            "Content-Length",
+        ),
         (
             "POST",
             "/auth/login",
-            {"content": b"username=admin&password=" + b"p" * limit, "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            {
+                "content": b"username=admin&password=" + b"p" * limit,
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
             413,
             words,
         ),
@@ -315,4 +466,3 @@ async def test_odd_but_valid_json_is_stored_and_read_back_as_sent(api: Any) -> N
     )
     assert response.status_code == 201, response.text
     assert (await api.get(f"/tests/{response.json()['id']}"))["test_data"] == test_data
-

@@ -25,7 +25,9 @@ async def _run(
 ):  # type: ignore[no-untyped-def]
     record = RunRecord(spec.execution_id, 1_048_576)
     deadline = asyncio.get_running_loop().time() + timeout
-    outcome = await runner.run(spec, deadline=deadline, cancel=cancel or asyncio.Event(), report=record)
+    outcome = await runner.run(
+        spec, deadline=deadline, cancel=cancel or asyncio.Event(), report=record
+    )
     return outcome, record
 
 
@@ -50,14 +52,14 @@ async def test_a_command_that_cannot_start_is_an_error(runner, tmp_path: Path) -
 
 
 async def test_environment_has_the_context_and_no_secrets(
-    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    runner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://secret@db/prod")
     monkeypatch.setenv("SECRET_KEY", "do-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nor-this")
-    spec = spec_for(
-        tmp_path, ["sh", "-c", "env; pwd"], execution_id=42, base_url="http://app.test"
-    )
+    spec = spec_for(tmp_path, ["sh", "-c", "env; pwd"], execution_id=42, base_url="http://app.test")
     outcome, record = await _run(runner, spec)
     assert outcome.result == Result.PASS
     lines = record.text().splitlines()
@@ -126,7 +128,8 @@ async def test_output_is_capped_keeping_head_and_tail(tmp_path: Path) -> None:
 
 
 async def test_background_leftovers_are_stopped_when_the_command_exits(
-    runner, tmp_path: Path  # type: ignore[no-untyped-def]
+    runner,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     pid_file = tmp_path / "bg.pid"
     script = f"sleep 60 & echo $! > {pid_file}; echo started"

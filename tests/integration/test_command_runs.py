@@ -34,9 +34,12 @@ async def test_log_is_readable_while_the_run_goes_on(api, tmp_path: Path) -> Non
 
 
 async def test_cancel_of_a_running_command_answers_cancelled_within_a_second(
-    api, tmp_path: Path  # type: ignore[no-untyped-def]
+    api,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    test_id = await api.command_test(["sh", "-c", "trap '' TERM; echo up; while :; do sleep 0.05; done"])
+    test_id = await api.command_test(
+        ["sh", "-c", "trap '' TERM; echo up; while :; do sleep 0.05; done"]
+    )
     execution_id = (await api.run(test_id))["id"]
 
     async def log() -> str:

@@ -36,7 +36,9 @@ async def _running_now(db: Database) -> int:
 
 
 async def test_limit_holds_under_concurrent_enqueues_and_completions(
-    api, settings, registry: Registry  # type: ignore[no-untyped-def]
+    api,
+    settings,
+    registry: Registry,  # type: ignore[no-untyped-def]
 ) -> None:
     gate = GateRunner()
     with_gate(registry, gate)
@@ -44,7 +46,9 @@ async def test_limit_holds_under_concurrent_enqueues_and_completions(
     others = []
     for n in range(2):
         db = Database(fast)
-        others.append((db, Dispatcher(fast, db, with_gate(Registry(fast), gate), worker_id=f"w{n}")))
+        others.append(
+            (db, Dispatcher(fast, db, with_gate(Registry(fast), gate), worker_id=f"w{n}"))
+        )
     for _, dispatcher in others:
         await dispatcher.start()
 

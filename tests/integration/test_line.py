@@ -51,7 +51,10 @@ async def _statuses(api, ids: list[int]) -> list[str]:  # type: ignore[no-untype
 
 
 async def test_strict_order_across_priorities_and_fifo_within(
-    api_only, settings, registry, gate: GateRunner  # type: ignore[no-untyped-def]
+    api_only,
+    settings,
+    registry,
+    gate: GateRunner,  # type: ignore[no-untyped-def]
 ) -> None:
     test_id = await _gate_test(api_only)
     priorities = [5, 1, 10, 1, 5, 3, "high", "low", 5]
@@ -82,7 +85,11 @@ async def test_positions_follow_priority_change_and_cancel(api_only) -> None:  #
     test_id = await _gate_test(api_only)
     ids = [(await api_only.run(test_id))["id"] for _ in range(5)]
     assert [(await api_only.get(f"/executions/{i}"))["queue_position"] for i in ids] == [
-        1, 2, 3, 4, 5
+        1,
+        2,
+        3,
+        4,
+        5,
     ]
 
     response = await api_only.client.patch(
@@ -99,7 +106,10 @@ async def test_positions_follow_priority_change_and_cancel(api_only) -> None:  #
     assert response.json()["status"] == "cancelled"
     status = await api_only.get("/executions/queue/status")
     assert [(q["execution_id"], q["queue_position"]) for q in status["queue"]] == [
-        (ids[3], 1), (ids[1], 2), (ids[2], 3), (ids[4], 4)
+        (ids[3], 1),
+        (ids[1], 2),
+        (ids[2], 3),
+        (ids[4], 4),
     ]
     assert (await api_only.get(f"/executions/{ids[4]}"))["queue_position"] == 4
     assert (await api_only.get(f"/executions/{ids[0]}"))["queue_position"] is None

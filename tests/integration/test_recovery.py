@@ -1,4 +1,4 @@
-"""Invariant 5: a run whose worker vanished is recovered at its place, or ends after MAX_ATTEMPTS."""
+"""Invariant 5: a run whose worker vanished is recovered at its place, or ends in error."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ async def dispatcher(api_only, settings, registry, gate) -> AsyncIterator[Dispat
 
 
 async def test_lost_run_goes_back_to_its_place_with_attempt_plus_one(
-    api_only, dispatcher: Dispatcher, gate: GateRunner  # type: ignore[no-untyped-def]
+    api_only,
+    dispatcher: Dispatcher,
+    gate: GateRunner,  # type: ignore[no-untyped-def]
 ) -> None:
     first, second, third = await _enqueue(api_only, 3)
     assert await _ghost_claims(api_only, 1) == [first]
@@ -97,7 +99,8 @@ async def test_run_lost_max_attempts_times_ends_in_error(api_only) -> None:  # t
 
 
 async def test_cancel_asked_while_the_worker_is_gone_ends_cancelled(
-    api_only, dispatcher: Dispatcher  # type: ignore[no-untyped-def]
+    api_only,
+    dispatcher: Dispatcher,  # type: ignore[no-untyped-def]
 ) -> None:
     (only,) = await _enqueue(api_only, 1)
     await _ghost_claims(api_only, 1)
