@@ -149,14 +149,73 @@ class Api:
             self._conn.close()
 
 
+# -- CPU accounting -----------------------------------------------------------------------
+# Other work on a small machine inflates latencies; each repetition reports how much
+# CPU others took meanwhile, and the server's own CPU per operation, which load
+# inflates far less than wall time.
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+QUIET_SHARE = 0.25  # others may use this share of the machine before a repetition starts
+QUIET_WAIT_S = 20.0
+QUIET_WINDOW_S = 0.5
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def machine_busy_s() -> float:
+    """CPU time all processes have used since boot (every field of /proc/stat but idle)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+@dataclass
+class Usage:
+    """Where the machine's CPU went during one repetition."""
+
+    server_cpu_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    _busy0: float = field(default_factory=machine_busy_s)
+    _own0: float = field(default_factory=own_cpu_s)
+
+    def others_share(self) -> float:
+        """CPU used by neither the server nor this client, as a share of all CPUs."""
+        wall = time.monotonic() - self.started
+        others = machine_busy_s() - self._busy0 - (own_cpu_s() - self._own0) - self.server_cpu_s
+        return max(0.0, others / (wall * CPUS))
+
+
+CPUS = len(os.sched_getaffinity(0))
+
+
+def wait_quiet() -> float:
+    """Wait (a while, not forever) until others use little of the machine; their share."""
+    until = time.monotonic() + QUIET_WAIT_S
+    while True:
+        busy0, own0 = machine_busy_s(), own_cpu_s()
+        time.sleep(QUIET_WINDOW_S)
+        busy = machine_busy_s() - busy0 - (own_cpu_s() - own0)
+        share = busy / (QUIET_WINDOW_S * CPUS)
+        if share <= QUIET_SHARE or time.monotonic() > until:
+            return share
+
+
 # -- the server ---------------------------------------------------------------------------
 
 
 class Server:
     """A noop_server process on a fresh SQLite file, its API and a read-only view of its file."""
 
-    def __init__(self, root: Path, *, worker: bool = True) -> None:
+    def __init__(self, root: Path, usage: Usage, *, worker: bool = True) -> None:
         self.root = root
+        self.usage = usage
         self.db_path = root / "bench.db"
         self.port = _free_port()
         self.worker = worker
@@ -213,12 +272,18 @@ class Server:
             self._db.close()
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.usage.server_cpu_s += self.cpu_s()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def cpu_s(self) -> float:
+        """CPU time the server process has used so far, all threads, user and system."""
+        assert self.proc is not None
+        return process_cpu_s(self.proc.pid)
 
     # -- reading the file, which costs the server nothing --
 
@@ -265,9 +330,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(*, worker: bool = True) -> Iterator[Server]:
+def server(usage: Usage, *, worker: bool = True) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="testqueue-bench-") as folder:
-        srv = Server(Path(folder), worker=worker)
+        srv = Server(Path(folder), usage, worker=worker)
         try:
             srv.start()
             yield srv
@@ -327,14 +392,20 @@ def noop_run_ms(srv: Server, case_id: int) -> float:
     return (stamp - start) / 1e6
 
 
-def bench_overhead(plan: Plan) -> dict[str, float]:
-    with server() as srv:
+def bench_overhead(plan: Plan, usage: Usage) -> dict[str, float]:
+    with server(usage) as srv:
         case_id = srv.create_case("noop")
         for _ in range(WARMUP_RUNS):
             noop_run_ms(srv, case_id)
+        cpu0 = srv.cpu_s()
         lat = [noop_run_ms(srv, case_id) for _ in range(plan.overhead_runs)]
-    return {"overhead_p50": percentile(lat, 50), "overhead_p99": percentile(lat, 99),
-            "overhead_max": max(lat)}  # fmt: skip
+        cpu_ms = (srv.cpu_s() - cpu0) * 1000 / plan.overhead_runs
+    return {
+        "overhead_p50": percentile(lat, 50),
+        "overhead_p99": percentile(lat, 99),
+        "overhead_max": max(lat),
+        "overhead_cpu": cpu_ms,
+    }
 
 
 def ramp_ms(srv: Server, case_ids: list[int]) -> tuple[float, float]:
@@ -346,8 +417,8 @@ def ramp_ms(srv: Server, case_ids: list[int]) -> tuple[float, float]:
     return (stamps[0] - start) / 1e6, (stamps[SLOTS - 1] - start) / 1e6
 
 
-def bench_rampup(plan: Plan) -> dict[str, float]:
-    with server() as srv:
+def bench_rampup(plan: Plan, usage: Usage) -> dict[str, float]:
+    with server(usage) as srv:
         case_ids = [srv.create_case(f"noop {n}") for n in range(RAMP_RUNS)]
         for _ in range(3):
             ramp_ms(srv, case_ids)
@@ -358,34 +429,34 @@ def bench_rampup(plan: Plan) -> dict[str, float]:
     }
 
 
-def bench_throughput(plan: Plan) -> dict[str, float]:
-    with server() as srv:
+def bench_throughput(plan: Plan, usage: Usage) -> dict[str, float]:
+    with server(usage) as srv:
         case_id = srv.create_case("noop")
         srv.wait_done(srv.bulk([case_id] * 50))
+        cpu0 = srv.cpu_s()
         start = time.time()
-        ids: list[int] = []
-        for offset in range(0, plan.throughput_runs, BULK_MAX):
-            size = min(BULK_MAX, plan.throughput_runs - offset)
-            ids += srv.bulk([case_id] * size)
+        ids = fill_line(srv, case_id, plan.throughput_runs)
         enqueued = time.time()
         srv.wait_drained(timeout_s=600)
-        srv.wait_done([ids[0], ids[-1]])
-        done = srv.scalar(
+        cpu_ms = (srv.cpu_s() - cpu0) * 1000 / plan.throughput_runs
+        passed = srv.scalar(
             "SELECT count(*) FROM executions WHERE id >= ? AND status = 'completed' "
             "AND result = 'pass'",
             ids[0],
         )
-        if done != plan.throughput_runs:
-            raise BenchError(f"{done} of {plan.throughput_runs} executions passed")
+        if passed != plan.throughput_runs:
+            raise BenchError(f"{passed} of {plan.throughput_runs} executions passed")
         end = wall_seconds(srv.scalar("SELECT max(completed_at) FROM executions"))
     return {
         "throughput": plan.throughput_runs / (end - start),
         "throughput_enqueue_s": enqueued - start,
         "throughput_total_s": end - start,
+        "throughput_cpu": cpu_ms,
     }
 
 
 def fill_line(srv: Server, case_id: int, count: int) -> list[int]:
+    """Queue `count` runs of one test case in bulk calls of BULK_MAX."""
     ids: list[int] = []
     for offset in range(0, count, BULK_MAX):
         ids += srv.bulk([case_id] * min(BULK_MAX, count - offset))
@@ -395,57 +466,70 @@ def fill_line(srv: Server, case_id: int, count: int) -> list[int]:
 def position_ms(srv: Server, execution_id: int, expected: int, samples: int) -> list[float]:
     detail = srv.api.call("GET", f"/executions/{execution_id}")
     if detail["queue_position"] != expected:
-        raise BenchError(f"execution {execution_id}: position {detail['queue_position']}")
+        raise BenchError(f"execution {execution_id} is at {detail['queue_position']}")
     path = f"/executions/{execution_id}"
     return timed_ms(lambda: expect(srv.api.send("GET", path)), samples)
 
 
-def bench_status(plan: Plan) -> dict[str, float]:
-    with server() as srv:
+def status_ms(srv: Server, pending: int, samples: int) -> list[float]:
+    page = srv.api.call("GET", "/executions/queue/status")
+    if page["queued_count"] != pending or len(page["queue"]) != min(50, pending):
+        raise BenchError(f"status says {page['queued_count']} queued, {pending} expected")
+    return timed_ms(lambda: expect(srv.api.send("GET", "/executions/queue/status")), samples)
+
+
+def bench_status(plan: Plan, usage: Usage) -> dict[str, float]:
+    with server(usage) as srv:
         srv.api.call("POST", "/executions/queue/pause")
         case_id = srv.create_case("noop")
         start = time.perf_counter()
         ids = fill_line(srv, case_id, plan.pending)
         fill_s = time.perf_counter() - start
-        page = srv.api.call("GET", "/executions/queue/status")
-        if page["queued_count"] != plan.pending or len(page["queue"]) != 50:
-            raise BenchError(f"status counts {page['queued_count']} queued")
-        status_ms = timed_ms(
-            lambda: expect(srv.api.send("GET", "/executions/queue/status")), plan.read_samples
-        )
-        middle = len(ids) // 2
-        near_end = len(ids) - 10
+        cpu0 = srv.cpu_s()
+        page_ms = status_ms(srv, plan.pending, plan.read_samples)
+        cpu_ms = (srv.cpu_s() - cpu0) * 1000 / (plan.read_samples + 1)
+        middle, near_end = len(ids) // 2, len(ids) - 10
         middle_ms = position_ms(srv, ids[middle], middle + 1, plan.read_samples)
         end_ms = position_ms(srv, ids[near_end], near_end + 1, plan.read_samples)
     return {
-        "status_page": statistics.median(status_ms),
+        "status_page": statistics.median(page_ms),
+        "status_cpu": cpu_ms,
         "position_middle": statistics.median(middle_ms),
         "position_end": statistics.median(end_ms),
         "status_fill_rate": plan.pending / fill_s,
     }
 
 
-def enqueue_rate(srv: Server, case_id: int, calls: int) -> float:
+def enqueue_rate(srv: Server, case_id: int, calls: int) -> tuple[float, float]:
+    """(run calls per second, server CPU ms per call) over `calls` sequential run calls."""
     path = f"/executions/tests/{case_id}/run"
+    cpu0 = srv.cpu_s()
     start = time.perf_counter()
     for _ in range(calls):
         expect(srv.api.send("POST", path), 201)
-    return calls / (time.perf_counter() - start)
+    rate = calls / (time.perf_counter() - start)
+    return rate, (srv.cpu_s() - cpu0) * 1000 / calls
 
 
-def bench_enqueue(plan: Plan) -> dict[str, float]:
-    with server() as srv:
+def bench_enqueue(plan: Plan, usage: Usage) -> dict[str, float]:
+    with server(usage) as srv:
         case_id = srv.create_case("noop")
         enqueue_rate(srv, case_id, 50)
         srv.wait_drained(timeout_s=60)
-        live = enqueue_rate(srv, case_id, plan.enqueue_calls)
+        live, live_cpu = enqueue_rate(srv, case_id, plan.enqueue_calls)
         srv.wait_drained(timeout_s=600)
         srv.api.call("POST", "/executions/queue/pause")
-        paused = enqueue_rate(srv, case_id, plan.enqueue_calls)
-    return {"enqueue": live, "enqueue_paused": paused}
+        paused, paused_cpu = enqueue_rate(srv, case_id, plan.enqueue_calls)
+    return {
+        "enqueue": live,
+        "enqueue_cpu": live_cpu,
+        "enqueue_paused": paused,
+        "enqueue_paused_cpu": paused_cpu,
+    }
 
 
 def command_run_ms(srv: Server, case_id: int) -> float:
+    """Run call (client wall clock) to the command's own EPOCHREALTIME, in ms."""
     start = time.time()
     execution_id = srv.run(case_id)
     srv.wait_done([execution_id])
@@ -453,8 +537,8 @@ def command_run_ms(srv: Server, case_id: int) -> float:
     return (float(said.replace(",", ".")) - start) * 1000
 
 
-def bench_command(plan: Plan) -> dict[str, float]:
-    with server() as srv:
+def bench_command(plan: Plan, usage: Usage) -> dict[str, float]:
+    with server(usage) as srv:
         case_id = srv.create_case("echo start", runner="command", command=COMMAND)
         for _ in range(5):
             command_run_ms(srv, case_id)
@@ -470,7 +554,7 @@ class Metric:
     key: str
     label: str
     unit: str
-    target: float | None = None  # None: shown for context, no target
+    target: float | None = None  # None: context only, no target
     at_least: bool = False  # the target is a floor (rates), not a ceiling (latencies)
     values: list[float] = field(default_factory=list)
 
@@ -495,50 +579,88 @@ class Metric:
 class Figure:
     name: str
     title: str
-    run: Callable[[Plan], dict[str, float]]
+    about: str
+    run: Callable[[Plan, Usage], dict[str, float]]
     metrics: list[Metric]
-    describe: Callable[[Plan], str]
+    others: list[float] = field(default_factory=list)
 
 
-def figures() -> list[Figure]:
+def figures(plan: Plan) -> list[Figure]:
+    cpu = "ms CPU"
     return [
-        Figure("overhead", "1. queue overhead, run call -> noop runner's first instruction",
-               bench_overhead,
-               [Metric("overhead_p50", "overhead p50", "ms", 2.5),
+        Figure(
+            "overhead",
+            "1. queue overhead: run call -> noop runner's first instruction",
+            f"{plan.overhead_runs} sequential runs, each with a free slot, after "
+            f"{WARMUP_RUNS} warm-up runs",
+            bench_overhead,
+            [
+                Metric("overhead_p50", "overhead p50", "ms", 2.5),
                 Metric("overhead_p99", "overhead p99", "ms", 10.0),
-                Metric("overhead_max", "overhead max", "ms")],
-               lambda p: f"{p.overhead_runs} sequential runs, free slot, after {WARMUP_RUNS} "
-                         "warm-up runs"),
-        Figure("rampup", f"2. ramp-up, bulk call of {RAMP_RUNS} -> {SLOTS} runs started",
-               bench_rampup,
-               [Metric("rampup", f"ramp-up to {SLOTS} started", "ms", 8.0),
-                Metric("rampup_first", "first run started", "ms")],
-               lambda p: f"median of {p.ramp_rounds} bulk calls, {SLOTS} slots, idle queue"),
-        Figure("throughput", "3. engine throughput, noop runner, 5 slots", bench_throughput,
-               [Metric("throughput", "throughput", "executions/s", 2000.0, at_least=True),
+                Metric("overhead_max", "overhead max", "ms"),
+                Metric("overhead_cpu", "server CPU per run (run call, dispatch, log read)", cpu),
+            ],
+        ),
+        Figure(
+            "rampup",
+            f"2. ramp-up: bulk call of {RAMP_RUNS} -> {SLOTS} runs started",
+            f"median of {plan.ramp_rounds} bulk calls into an idle queue, {SLOTS} slots",
+            bench_rampup,
+            [
+                Metric("rampup", f"ramp-up to {SLOTS} started", "ms", 8.0),
+                Metric("rampup_first", "first run started", "ms"),
+            ],
+        ),
+        Figure(
+            "throughput",
+            f"3. engine throughput: noop runner, {SLOTS} slots",
+            f"{plan.throughput_runs} executions in bulk calls of {BULK_MAX}, "
+            "first enqueue -> last completed_at",
+            bench_throughput,
+            [
+                Metric("throughput", "throughput", "executions/s", 2000.0, at_least=True),
                 Metric("throughput_enqueue_s", "time to enqueue all", "s"),
-                Metric("throughput_total_s", "first enqueue -> last completed", "s")],
-               lambda p: f"{p.throughput_runs} executions in bulk calls of {BULK_MAX}, "
-                         "first enqueue -> last completed_at"),
-        Figure("status", "4. queue status and positions with a long line", bench_status,
-               [Metric("status_page", "GET queue/status first page", "ms", 25.0),
-                Metric("position_middle", "GET executions/{id}, middle of line", "ms", 5.0),
+                Metric("throughput_total_s", "first enqueue -> last completed", "s"),
+                Metric("throughput_cpu", "server CPU per execution", cpu),
+            ],
+        ),
+        Figure(
+            "status",
+            "4. queue status and positions in a long line",
+            f"{plan.pending} pending (queue paused), median of {plan.read_samples} requests each",
+            bench_status,
+            [
+                Metric("status_page", "GET queue/status, first page", "ms", 25.0),
+                Metric("status_cpu", "server CPU per status request", cpu),
+                Metric("position_middle", "GET executions/{id}, middle of the line", "ms", 5.0),
                 Metric("position_end", "GET executions/{id}, near the end", "ms", 5.0),
-                Metric("status_fill_rate", "bulk enqueue into the paused line", "executions/s")],
-               lambda p: f"{p.pending} pending (queue paused), medians of {p.read_samples} "
-                         "requests each"),
-        Figure("enqueue", "5. enqueue through HTTP, one client, sequential run calls",
-               bench_enqueue,
-               [Metric("enqueue", "run calls, worker running them", "req/s", 500.0,
-                       at_least=True),
-                Metric("enqueue_paused", "run calls, queue paused", "req/s")],
-               lambda p: f"{p.enqueue_calls} POST .../run on one keep-alive connection"),
-        Figure("command", "6. command test, run call -> its first instruction", bench_command,
-               [Metric("command_p50", "command start p50", "ms", 15.0),
-                Metric("command_p99", "command start p99", "ms")],
-               lambda p: f"{p.command_runs} sequential runs of {' '.join(COMMAND)!r}, "
-                         "free slot, vs client time.time()"),
-    ]  # fmt: skip
+                Metric("status_fill_rate", "bulk enqueue into the paused line", "executions/s"),
+            ],
+        ),
+        Figure(
+            "enqueue",
+            "5. enqueue through HTTP: one client, sequential run calls",
+            f"{plan.enqueue_calls} POST .../run on one keep-alive connection",
+            bench_enqueue,
+            [
+                Metric("enqueue", "run calls, worker running them", "req/s", 500.0, True),
+                Metric("enqueue_cpu", "server CPU per run call (and its run)", cpu),
+                Metric("enqueue_paused", "run calls, queue paused", "req/s"),
+                Metric("enqueue_paused_cpu", "server CPU per run call, paused", cpu),
+            ],
+        ),
+        Figure(
+            "command",
+            "6. command test: run call -> the command's first instruction",
+            f"{plan.command_runs} sequential runs of {' '.join(COMMAND)!r}, free slot, "
+            "against the client's time.time()",
+            bench_command,
+            [
+                Metric("command_p50", "command start p50", "ms", 15.0),
+                Metric("command_p99", "command start p99", "ms"),
+            ],
+        ),
+    ]
 
 
 def _number(value: float) -> str:
@@ -557,57 +679,102 @@ def machine() -> list[str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = []
-    for package in ("uvicorn", "uvloop", "httptools", "sqlalchemy", "aiosqlite", "fastapi"):
+    for package in ("uvicorn", "uvloop", "httptools", "fastapi", "sqlalchemy", "aiosqlite"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} missing")
+    load = Path("/proc/loadavg").read_text().split()[:3]
     return [
-        f"machine: {platform.node()}, {platform.system()} {platform.release()}, {cpu}",
-        f"nproc: {len(os.sched_getaffinity(0))} (cpu_count {os.cpu_count()})",
+        f"machine: {platform.system()} {platform.release()}, {cpu}, load average {' '.join(load)}",
+        f"nproc: {CPUS} (cpu_count {os.cpu_count()})",
         f"python: {platform.python_implementation()} {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}",
-        f"server: {', '.join(versions)}",
-        "client: http.client, one keep-alive connection, in this process; completion is "
-        "watched by reading the SQLite file read-only",
+        f"server: bench/noop_server.py, {', '.join(versions)}",
+        "client: http.client, one keep-alive connection; completion is watched by reading "
+        "the SQLite file read-only",
     ]
 
 
 def run_figure(figure: Figure, plan: Plan) -> None:
-    print(f"\n{figure.title}\n  ({figure.describe(plan)}; {plan.reps} repetition(s), "
-          "each on a fresh server and database)", flush=True)  # fmt: skip
+    print(f"\n{figure.title}\n  {figure.about}; {plan.reps} repetition(s)", flush=True)
     for rep in range(1, plan.reps + 1):
-        values = figure.run(plan)
+        before = wait_quiet()
+        usage = Usage()
+        values = figure.run(plan, usage)
+        figure.others.append(usage.others_share())
         for metric in figure.metrics:
             metric.values.append(values[metric.key])
         shown = ", ".join(f"{m.label} {_number(values[m.key])} {m.unit}" for m in figure.metrics)
-        print(f"  rep {rep}/{plan.reps}: {shown}", flush=True)
+        print(
+            f"  rep {rep}: {shown}\n"
+            f"         [others' CPU: {before:.0%} of {CPUS} CPUs before, "
+            f"{figure.others[-1]:.0%} during]",
+            flush=True,
+        )
     for metric in figure.metrics:
         verdict = {True: "  met", False: "  MISSED", None: ""}[metric.met]
-        print(f"  => {metric.label}: {_number(metric.median)} {metric.unit} "
-              f"(median; target {metric.target_text}){verdict}")  # fmt: skip
+        print(
+            f"  => {metric.label}: {_number(metric.median)} {metric.unit} "
+            f"(median; target {metric.target_text}){verdict}"
+        )
 
 
 def print_table(chosen: list[Figure]) -> None:
-    rows = [(m.label, f"{_number(m.median)} {m.unit}", m.target_text, "yes" if m.met else "NO")
-            for f in chosen for m in f.metrics if m.target is not None and m.values]  # fmt: skip
+    header = ("figure", "median", "target", "met")
+    rows = [
+        (m.label, f"{_number(m.median)} {m.unit}", m.target_text, "yes" if m.met else "NO")
+        for f in chosen
+        for m in f.metrics
+        if m.target is not None and m.values
+    ]
     if not rows:
         return
-    widths = [max(len(r[i]) for r in [("figure", "median", "target", "met"), *rows])
-              for i in range(4)]  # fmt: skip
-    print("\nSummary (SQLite, medians of the repetitions)")
-    for row in [("figure", "median", "target", "met"), *rows]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    print("\nSummary (SQLite; medians of the repetitions)")
+    for row in [header, *rows]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    others = [share for f in chosen for share in f.others]
+    if others:
+        print(
+            f"  other processes used {statistics.median(others):.0%} of the {CPUS} CPUs "
+            f"(median over repetitions; max {max(others):.0%})"
+        )
+
+
+def write_json(path: Path, plan: Plan, chosen: list[Figure]) -> None:
+    data = {
+        "plan": asdict(plan),
+        "machine": machine(),
+        "figures": {
+            f.name: {
+                "others_cpu_share": f.others,
+                "metrics": {
+                    m.key: {"median": m.median, "values": m.values, "unit": m.unit,
+                            "target": m.target, "met": m.met}
+                    for m in f.metrics
+                    if m.values
+                },
+            }
+            for f in chosen
+        },
+    }  # fmt: skip
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+NAMES = ("overhead", "rampup", "throughput", "status", "enqueue", "command")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    names = [f.name for f in figures()]
     parser = argparse.ArgumentParser(description="testqueue queue benchmarks (SQLite, HTTP).")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, less work")
     parser.add_argument(
-        "--only", action="append", choices=names, metavar="NAME",
-        help=f"run only this figure (repeatable): {', '.join(names)}",
-    )  # fmt: skip
+        "--only",
+        action="append",
+        choices=NAMES,
+        metavar="NAME",
+        help=f"run only this figure (repeatable): {', '.join(NAMES)}",
+    )
     parser.add_argument("--reps", type=int, help="repetitions per figure (default 5, quick 1)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args(argv)
@@ -618,25 +785,22 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.reps:
         plan = Plan(**{**asdict(plan), "reps": args.reps})
-    chosen = [f for f in figures() if not args.only or f.name in args.only]
-    print("testqueue queue benchmarks" + (" (--quick: smaller sizes)" if args.quick else ""))
+    chosen = [f for f in figures(plan) if not args.only or f.name in args.only]
+    print("testqueue queue benchmarks" + (" (--quick: 1 repetition, smaller sizes)" * args.quick))
     for line in machine():
         print(f"  {line}")
-    failed = []
+    missing = []
     for figure in chosen:
         try:
             run_figure(figure, plan)
         except BenchError as exc:
             print(f"  could not measure: {exc}", flush=True)
-            failed.append(figure.name)
+            missing.append(figure.name)
     print_table(chosen)
     if args.json:
-        data = {m.key: {"median": m.median, "values": m.values, "unit": m.unit,
-                        "target": m.target, "met": m.met}
-                for f in chosen for m in f.metrics if m.values}  # fmt: skip
-        args.json.write_text(json.dumps({"plan": asdict(plan), "figures": data}, indent=2))
-    if failed:
-        print(f"\nnot measured: {', '.join(failed)}")
+        write_json(args.json, plan, chosen)
+    if missing:
+        print(f"\nnot measured: {', '.join(missing)}")
     return 0
 
 

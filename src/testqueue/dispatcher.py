@@ -84,14 +84,8 @@ class Dispatcher:
 
     async def start(self) -> None:
         """Sign in, recover what a dead predecessor on this host left, start the loops."""
-        hostname = socket.gethostname()
-        dead = await queue.expire_dead_workers(
-            self._db, hostname, _pid_alive, self._settings.max_attempts
-        )
-        if dead:
-            killed = await asyncio.to_thread(sweep_orphans, set(dead))
-            log.info("recovered dead workers", extra={"workers": dead, "orphans_killed": killed})
-        await queue.register_worker(self._db, self.claimer, hostname, os.getpid())
+        await self._recover_dead_neighbours()
+        await queue.register_worker(self._db, self.claimer, socket.gethostname(), os.getpid())
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -128,6 +122,21 @@ class Dispatcher:
         await self._registry.close()
         log.info("dispatcher stopped", extra={"released": released})
 
+    async def _recover_dead_neighbours(self) -> None:
+        """Runs of a worker on this host whose process is gone need not wait out the lease.
+
+        Its leftover test processes are killed first, so a recovered run never
+        starts beside its old copy.
+        """
+        dead = await queue.dead_workers(self._db, socket.gethostname(), _pid_alive)
+        if dead:
+            killed = await asyncio.to_thread(sweep_orphans, set(dead))
+            recovered = await queue.expire_workers(self._db, dead, self._settings.max_attempts)
+            log.info(
+                "recovered dead workers",
+                extra={"workers": dead, "orphans_killed": killed, "recovered": recovered},
+            )
+
     def _on_notify(self, payload: str) -> None:
         if payload.startswith("cancel:"):
             self._db.request_cancel(int(payload.removeprefix("cancel:")))
@@ -149,6 +158,7 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatch pass failed")
                 await asyncio.sleep(ERROR_BACKOFF_S)
+                wakeup.set()  # try again soon: finished runs wait to be recorded
 
     async def _settle(self) -> None:
         self._apply_cancels()
@@ -248,6 +258,7 @@ class Dispatcher:
                 return
             try:
                 await self._beat()
+                await self._recover_dead_neighbours()
             except Exception:
                 log.exception("heartbeat failed")
 

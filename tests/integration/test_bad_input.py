@@ -63,11 +63,8 @@ async def api(api_only: Any) -> AsyncIterator[Any]:
 
 def deeply_nested(field: str, depth: int) -> dict[str, Any]:
     """A request whose `field` nests lists `depth` deep (too deep for httpx to encode)."""
-    value = b"[" * depth + b"1" + b"]" * depth
-    if field == "test_data":
-        value = b'{"d": ' + value + b"}"
-    else:
-        value = b"[" + value + b"]"
+    nested = b"[" * depth + b"1" + b"]" * depth
+    value = b'{"d": ' + nested + b"}" if field == "test_data" else b"[" + nested + b"]"
     body = b'{"title": "deep", "command": ["t"], "%s": %s}' % (field.encode(), value)
     return {"content": body, "headers": {"content-type": "application/json"}}
 

@@ -49,8 +49,9 @@ async def execution_rows(
 def public(row: Any) -> ExecutionPublic:
     """The API view of one row, with wait, run and total durations in seconds."""
     data = dict(row)
-    queued, started, completed = (
-        as_utc(data[k]) if data[k] else None for k in ("queued_at", "started_at", "completed_at")
+    queued = as_utc(data["queued_at"])
+    started, completed = (
+        as_utc(data[k]) if data[k] else None for k in ("started_at", "completed_at")
     )
     if started is not None:
         data["wait_seconds"] = round((started - queued).total_seconds(), 6)

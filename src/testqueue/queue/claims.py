@@ -399,31 +399,30 @@ CANCELLED = "cancelled while running"
 RELEASED = "its worker shut down; queued again at its original place in line"
 
 
-async def expire_dead_workers(
-    db: Database, hostname: str, is_alive: Callable[[int], bool], max_attempts: int
-) -> list[str]:
-    """Recover at once the runs of workers on this host whose process is gone.
-
-    A restarted `serve` need not wait out the lease of the process it replaces.
-    Returns the ids of the dead workers, whose leftover processes the caller
-    should stop.
-    """
-    now = utcnow()
-    async with db.write() as conn:
+async def dead_workers(db: Database, hostname: str, is_alive: Callable[[int], bool]) -> list[str]:
+    """Workers registered on this host whose process is gone."""
+    async with db.read() as conn:
         rows = (
             await conn.execute(select(Worker.id, Worker.pid).where(Worker.hostname == hostname))
         ).all()
-        dead = [row.id for row in rows if not is_alive(row.pid)]
-        if not dead:
-            return []
+    return [row.id for row in rows if not is_alive(row.pid)]
+
+
+async def expire_workers(db: Database, worker_ids: Sequence[str], max_attempts: int) -> int:
+    """Recover the runs of workers known to be dead at once, and sign them off.
+
+    A restarted `serve` need not wait out the lease of the process it replaces.
+    """
+    now = utcnow()
+    async with db.write() as conn:
         await conn.execute(
             update(E)
-            .where(E.status == Status.RUNNING, E.worker_id.in_(dead))
+            .where(E.status == Status.RUNNING, E.worker_id.in_(worker_ids))
             .values(lease_expires_at=now - timedelta(seconds=1))
         )
         recovered = await _recover_expired(conn, now, max_attempts)
-        await conn.execute(delete(Worker).where(Worker.id.in_(dead)))
+        await conn.execute(delete(Worker).where(Worker.id.in_(worker_ids)))
         if recovered:
             await dialect.signal(db, conn)
     db.wake()
-    return dead
+    return recovered

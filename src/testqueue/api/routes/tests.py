@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import ValidationError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors, queue
@@ -43,7 +43,7 @@ async def list_test_cases(
     if "\0" in (search or "") + (runner or ""):
         # PostgreSQL refuses NUL in a query parameter; no title or runner holds one.
         raise errors.InvalidInput("search and runner may not contain a NUL character")
-    where = []
+    where: list[ColumnElement[bool]] = []
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(T.title.ilike(f"%{escaped}%", escape="\\"))

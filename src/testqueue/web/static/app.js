@@ -29,7 +29,7 @@
   function untilText(iso) {
     if (!iso) return "unknown";
     const left = (Date.parse(iso) - serverNow()) / 1000;
-    if (left <= 1) return "now";
+    if (left <= 1) return "any moment";
     const local = new Date(Date.parse(iso) - clockSkewMs);
     const clock = local.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     return `in ${span(left)} (${clock})`;
