@@ -210,3 +210,10 @@ def spec_for(tmp_path: Path, argv: list[str] | None, **fields: Any) -> RunSpec:
     }
     values.update(fields)
     return RunSpec(**values)
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """For tests of what only PostgreSQL does (several hosts): the session database, emptied."""
+    _empty_postgres(postgres_database)
+    return _postgres_url(postgres_database)

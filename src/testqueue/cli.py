@@ -9,6 +9,8 @@ import getpass
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -80,13 +82,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return serve(settings, args.host, args.port, with_worker=not args.no_worker)
     if args.command == "worker":
         migrate(settings)
-        asyncio.run(run_worker(settings))
+        _run_loop(run_worker(settings))
         return 0
     if args.command == "migrate":
         migrate(settings)
         print("database is up to date")
         return 0
     return create_user(settings, args.username, args.role, args.password)
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where installed (as uvicorn uses for `serve`), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> int:

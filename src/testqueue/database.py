@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from testqueue.config import Settings
+from testqueue.config import Settings, worker_identity
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -72,6 +72,11 @@ def _tune_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str) -> N
         conn.exec_driver_sql(begin)
 
 
+def application_name() -> str:
+    """How this process's connections show in `pg_stat_activity`."""
+    return f"testqueue:{worker_identity()}"[:63]
+
+
 class Database:
     """The engines of one process and the signal that wakes its dispatcher."""
 
@@ -89,7 +94,12 @@ class Database:
             _tune_sqlite(self.writer, immediate=True, synchronous=mode)
             _tune_sqlite(self.reader, immediate=False, synchronous=mode)
         else:
-            self.writer = create_async_engine(url, pool_size=10, max_overflow=20)
+            self.writer = create_async_engine(
+                url,
+                pool_size=10,
+                max_overflow=20,
+                connect_args={"application_name": application_name()},
+            )
             self.reader = self.writer
         self.wakeup = asyncio.Event()
         self.cancel_requests: set[int] = set()

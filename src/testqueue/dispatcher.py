@@ -25,7 +25,7 @@ from testqueue.queue import postgres
 from testqueue.recorder import RunRecord
 from testqueue.runners import Registry
 from testqueue.runners.base import Outcome, Runner, RunSpec
-from testqueue.runners.command import sweep_orphans
+from testqueue.runners.processes import sweep_orphans
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Dispatcher:
     def _on_notify(self, payload: str) -> None:
         if payload.startswith("cancel:"):
             self._db.request_cancel(int(payload.removeprefix("cancel:")))
-        else:
+        elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
             self._db.wake()
 
     async def _dispatch_loop(self) -> None:

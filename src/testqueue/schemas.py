@@ -31,6 +31,8 @@ MAX_BIGINT = 2**63 - 1
 # `required_tags` is stored comma-fenced in a VARCHAR(500).
 MAX_TAGS_CHARS = 500
 MAX_JSON_DEPTH = 100
+MAX_URL_CHARS = 2000
+WEB_SCHEMES = ("http://", "https://")
 
 
 def _priority_word(value: object) -> object:
@@ -159,6 +161,20 @@ class TestCaseFields(Strict):
     )
     required_tags: list[Tag] = Field(default_factory=list, max_length=20)
 
+    @field_validator("test_data")
+    @classmethod
+    def _web_base_url(cls, data: dict[str, Any]) -> dict[str, Any]:
+        # Runs copy their base_url from here (into a VARCHAR(2000)); a file: one would
+        # let a browser test read the worker's disk through a relative `goto`.
+        base_url = data.get("base_url")
+        if base_url is None:
+            return data
+        if not (isinstance(base_url, str) and base_url.lower().startswith(WEB_SCHEMES)):
+            raise ValueError("`base_url` must start with http:// or https://")
+        if len(base_url) > MAX_URL_CHARS:
+            raise ValueError(f"`base_url` may have at most {MAX_URL_CHARS} characters")
+        return data
+
     @field_validator("required_tags")
     @classmethod
     def _tags_fit(cls, tags: list[str]) -> list[str]:
@@ -240,7 +256,7 @@ class RunRequest(Strict):
     base_url: (
         Annotated[
             str,
-            StringConstraints(max_length=2000, pattern=r"^https?://"),
+            StringConstraints(max_length=MAX_URL_CHARS, pattern=r"^https?://"),
             AfterValidator(_no_nul_text),
         ]
         | None

@@ -49,6 +49,8 @@ class Served:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then wait; returns the exit code (kills and fails if it hangs)."""
+        if self._log_file.closed:
+            return int(self.process.returncode)
         try:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -117,7 +119,7 @@ def gated_argv(gates: Path) -> list[str]:
     """A command that runs until `gates/all` or `gates/<its execution id>` exists."""
     script = (
         'echo "started $TESTQUEUE_EXECUTION_ID"; '
-        'while [ ! -e "$0/all" ] && [ ! -e "$0/$TESTQUEUE_EXECUTION_ID" ]; do sleep 0.05; done; '
+        'while [ ! -e "$0/all" ] && [ ! -e "$0/$TESTQUEUE_EXECUTION_ID" ]; do sleep 0.1; done; '
         'echo "finished $TESTQUEUE_EXECUTION_ID"'
     )
     return ["sh", "-c", script, str(gates)]

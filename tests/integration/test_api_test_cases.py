@@ -258,3 +258,33 @@ async def test_deleting_a_test_case_cancels_its_pending_runs_and_keeps_history(
     assert by_id[bystander]["test_case_id"] == other_id
     status = await api.get("/executions/queue/status")
     assert [item["execution_id"] for item in status["queue"]] == [bystander]
+
+
+async def test_a_base_url_in_test_data_must_be_a_web_address(api_only: Any) -> None:
+    api = api_only
+    member = await api.member("bea")
+    mine = await browser_test(api, member, "relative steps")
+    steps = [{"action": "goto", "url": "passwd"}]
+    for base_url in ("file:///etc/", "javascript:alert(1)", " file:///etc/", 42):
+        body = {
+            "title": "t",
+            "runner": "browser",
+            "steps": steps,
+            "test_data": {"base_url": base_url},
+        }
+        created = await api.client.post(TESTS, json=body, headers=member)
+        assert created.status_code == 422, (base_url, created.text)
+        assert "base_url` must start with http:// or https://" in str(created.json()["detail"])
+        changed = await api.client.put(
+            f"{TESTS}/{mine['id']}", json={"test_data": {"base_url": base_url}}, headers=member
+        )
+        assert changed.status_code == 422, (base_url, changed.text)
+    assert await total(api) == 1
+    assert await api.get(f"/tests/{mine['id']}") == mine
+    ok = {
+        "title": "t",
+        "runner": "browser",
+        "steps": steps,
+        "test_data": {"base_url": "HTTPS://a.example"},
+    }
+    assert (await api.client.post(TESTS, json=ok, headers=member)).status_code == 201

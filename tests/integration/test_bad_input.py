@@ -16,6 +16,7 @@ from testqueue import security
 
 V1 = "/api/v1"
 BIG = 10**30
+NOT_JSON = "the body is not valid JSON: "
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +77,8 @@ async def test_malformed_or_mistyped_json_bodies(api: Any) -> None:
     for path in ("/tests", run, "/executions/bulk", f"/tests/{api.test_id}"):
         method = "PUT" if path.startswith("/tests/") else "POST"
         cases += [
-            (method, path, {"content": b'{"title": "x",', "headers": json_header}, 422, "JSON"),
-            (method, path, {"content": b"\xff\xfe", "headers": json_header}, 422, "JSON"),
+            (method, path, {"content": b'{"title": "x",', "headers": json_header}, 422, NOT_JSON),
+            (method, path, {"content": b"\xff\xfe", "headers": json_header}, 422, NOT_JSON),
             (method, path, {"json": ["title", "x"]}, 422, "valid dictionary"),
             (method, path, {"json": "title"}, 422, "valid dictionary"),
         ]
@@ -258,6 +259,19 @@ async def test_values_json_allows_but_the_database_cannot_store(api: Any) -> Non
         ("POST", run, {"json": {"browser": "a\0b"}}, 422, "NUL"),
         ("POST", run, {"json": {"base_url": "https://a\0b"}}, 422, "NUL"),
         ("POST", run, {"json": {"base_url": "ftp://example.com"}}, 422, "base_url"),
+        (
+            "POST",
+            "/tests",
+            {
+                "json": {
+                    "title": "t",
+                    "command": ["t"],
+                    "test_data": {"base_url": "https://example.com/" + "p" * 2000},
+                }
+            },
+            422,
+            "`base_url` may have at most 2000 characters",
+        ),
         ("POST", run, {"json": {"environment": "e" * 101}}, 422, "environment"),
         (
             "POST",

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 from gates import GateRunner, with_gate
+from spans import max_overlap
 from testqueue.database import Database
 from testqueue.dispatcher import Dispatcher
 from testqueue.models import Status
@@ -13,16 +14,6 @@ from testqueue.runners import Registry
 
 RUNS = 60
 SLOTS = 5
-
-
-def max_overlap(spans: list[tuple[float, float]]) -> int:
-    """The most spans open at one instant (an end at t closes before a start at t)."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    current = peak = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
 
 
 async def _running_now(db: Database) -> int:

@@ -100,7 +100,7 @@ async def settle(
             await save_progress(conn, [f.progress for f in finished if f.progress])
         claimed = await _claim(db, conn, claimer, want) if want > 0 else []
         if finished:
-            await dialect.signal(db, conn)
+            await dialect.signal(db, conn, f"freed:{claimer.worker_id}")
     return claimed
 
 

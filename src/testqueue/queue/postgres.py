@@ -18,6 +18,8 @@ from sqlalchemy import Select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from testqueue.database import application_name
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "testqueue"
@@ -66,7 +68,9 @@ async def listen(
     dsn = libpq_dsn(database_url)
     while not stopping.is_set():
         try:
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                dsn, autocommit=True, application_name=application_name()
+            ) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 log.info("listening for wake-ups", extra={"channel": CHANNEL})
                 delay = RECONNECT_DELAY_S

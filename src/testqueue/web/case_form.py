@@ -24,6 +24,21 @@ CHOICE_FIELDS = ("test_type", "priority", "runner")
 BLOCK_FIELDS = ("command", "steps", "test_data", "timeout_seconds")
 FIELDS = (*TEXT_FIELDS, *CHOICE_FIELDS, *BLOCK_FIELDS)
 GENERAL = "form"
+# Form order, for the summary of problems at the top of the form.
+LABELS = {
+    "title": "Title",
+    "runner": "Runner",
+    "test_type": "Type",
+    "priority": "Priority",
+    "description": "Description",
+    "steps": "Steps",
+    "command": "Command",
+    "test_data": "Test data",
+    "timeout_seconds": "Timeout",
+    "required_tags": "Required worker tags",
+    "preconditions": "Preconditions",
+    "expected_result": "Expected result",
+}
 TEST_TYPES = ("e2e", "api", "unit", "integration")
 PRIORITIES = ("high", "medium", "low")
 DEFAULTS = {"test_type": "e2e", "priority": "medium", "runner": "browser"}
@@ -43,6 +58,15 @@ class CaseForm:
 
     values: dict[str, str]
     problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self) -> list[tuple[str, str, str]]:
+        """Every problem as (field, label, message), in the order the form shows them."""
+        order = [GENERAL, *LABELS]
+        return [
+            (name, LABELS.get(name, ""), message)
+            for name in sorted(self.problems, key=lambda n: order.index(n) if n in order else 0)
+            for message in self.problems[name]
+        ]
 
     @classmethod
     def blank(cls) -> CaseForm:

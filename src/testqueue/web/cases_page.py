@@ -129,7 +129,9 @@ async def _recent_runs(request: Request, test_case_id: int) -> list[Any]:
 
 
 @router.get("/tests/{test_case_id:int}")
-async def show_test_case(request: Request, test_case_id: int, viewer: CurrentViewer) -> Response:
+async def show_test_case(
+    request: Request, test_case_id: forms.RowId, viewer: CurrentViewer
+) -> Response:
     """One test case: its form (read-only without the right to edit), a run button, its runs."""
     case = await test_routes.read_test_case(get_state(request), test_case_id, viewer.actor)
     return _form_page(
@@ -142,7 +144,9 @@ async def show_test_case(request: Request, test_case_id: int, viewer: CurrentVie
 
 
 @router.post("/tests/{test_case_id:int}")
-async def update_test_case(request: Request, test_case_id: int, viewer: ChangingViewer) -> Response:
+async def update_test_case(
+    request: Request, test_case_id: forms.RowId, viewer: ChangingViewer
+) -> Response:
     """Save changes to a test case; problems come back next to their fields."""
     state = get_state(request)
     case = await test_routes.read_test_case(state, test_case_id, viewer.actor)

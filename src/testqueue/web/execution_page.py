@@ -23,7 +23,7 @@ from testqueue.api.deps import AppState, get_state
 from testqueue.models import Artifact, Execution, ExecutionLog, ExecutionStep, Status, User
 from testqueue.queue.positions import position_of
 from testqueue.schemas import ExecutionPublic
-from testqueue.web import events
+from testqueue.web import events, forms
 from testqueue.web.render import PageRoute, page, templates
 from testqueue.web.session import CurrentViewer, Viewer
 
@@ -88,7 +88,9 @@ async def _log_from(conn: Any, execution_id: int, start: int) -> str:
 
 
 @router.get("/executions/{execution_id:int}")
-async def show_execution(request: Request, execution_id: int, viewer: CurrentViewer) -> Response:
+async def show_execution(
+    request: Request, execution_id: forms.RowId, viewer: CurrentViewer
+) -> Response:
     """One execution; its log and steps follow live while it runs."""
     state = get_state(request)
     detail = await views.execution_detail(state, execution_id)
@@ -106,7 +108,7 @@ async def show_execution(request: Request, execution_id: int, viewer: CurrentVie
 
 
 @router.get("/executions/{execution_id:int}/log")
-async def read_log(request: Request, execution_id: int, _viewer: CurrentViewer) -> Response:
+async def read_log(request: Request, execution_id: forms.RowId, _viewer: CurrentViewer) -> Response:
     """The whole captured log as plain text."""
     async with get_state(request).db.read() as conn:
         await views.load_execution(conn, execution_id)
@@ -116,7 +118,7 @@ async def read_log(request: Request, execution_id: int, _viewer: CurrentViewer) 
 
 @router.get("/executions/{execution_id:int}/artifacts/{artifact_id:int}")
 async def read_artifact(
-    request: Request, execution_id: int, artifact_id: int, _viewer: CurrentViewer
+    request: Request, execution_id: forms.RowId, artifact_id: forms.RowId, _viewer: CurrentViewer
 ) -> Response:
     """A screenshot or trace, for anyone signed in (as in the API), shown inline when an image."""
     state = get_state(request)
@@ -215,10 +217,10 @@ def _fragments(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str,
 @router.get("/events/executions/{execution_id:int}")
 async def stream_execution(
     request: Request,
-    execution_id: int,
+    execution_id: forms.RowId,
     viewer: CurrentViewer,
-    chars: Annotated[int, Query(ge=0)] = 0,
-    cut: Annotated[int, Query(ge=0)] = 0,
+    chars: Annotated[int, Query(ge=0, le=forms.MAX_ID)] = 0,
+    cut: Annotated[int, Query(ge=0, le=forms.MAX_ID)] = 0,
 ) -> StreamingResponse:
     """Facts and steps when they change and the log as it grows, until the run has ended."""
     state = get_state(request)

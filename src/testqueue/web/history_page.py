@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, func, select
 from testqueue.api import views
 from testqueue.api.deps import get_state
 from testqueue.models import Execution, Result, Status, TestCase, User
-from testqueue.web import trends
+from testqueue.web import forms, trends
 from testqueue.web.render import PageRoute, page
 from testqueue.web.session import CurrentViewer
 
@@ -49,8 +49,8 @@ async def show_history(
     """Executions newest first; the filters are plain GET fields, so a filtered view is a link."""
     chosen_status = Status(status) if status in set(Status) else None
     chosen_result = Result(result) if result in set(Result) else None
-    test_case_id = int(test_case) if test_case.isdigit() else None
-    user_id = int(user) if user.isdigit() else None
+    test_case_id = forms.row_id(test_case)
+    user_id = forms.row_id(user)
     where = _filters(chosen_status, chosen_result, test_case_id, user_id)
     offset = (page_number - 1) * PAGE_SIZE
     async with get_state(request).db.read() as conn:

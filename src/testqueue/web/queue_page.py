@@ -61,7 +61,7 @@ async def show_queue(request: Request, viewer: CurrentViewer) -> Response:
 async def run_test_case(request: Request, viewer: ChangingViewer) -> Response:
     """Queue one run of a test case, at the priority chosen or the test case's own."""
     form = await forms.read(request)
-    test_case_id = forms.whole_number(form, "test_case_id", "the test case", 1, 2**62)
+    test_case_id = forms.whole_number(form, "test_case_id", "the test case", 1, forms.MAX_ID)
     options = queue.RunOptions(priority=forms.priority(form), triggered_by="dashboard")
     (item,) = await queue.enqueue(get_state(request).db, [test_case_id], viewer.id, options)
     log.info("run queued from the dashboard", extra={"execution_id": item.id})
@@ -70,7 +70,9 @@ async def run_test_case(request: Request, viewer: ChangingViewer) -> Response:
 
 
 @router.post("/executions/{execution_id:int}/cancel")
-async def cancel_execution(request: Request, execution_id: int, viewer: ChangingViewer) -> Response:
+async def cancel_execution(
+    request: Request, execution_id: forms.RowId, viewer: ChangingViewer
+) -> Response:
     """Cancel a pending execution, or ask the worker of a running one to stop it."""
     form = await forms.read(request)
     now = await queue.cancel(get_state(request).db, execution_id, viewer.owner_filter())
@@ -83,7 +85,9 @@ async def cancel_execution(request: Request, execution_id: int, viewer: Changing
 
 
 @router.post("/executions/{execution_id:int}/priority")
-async def change_priority(request: Request, execution_id: int, viewer: ChangingViewer) -> Response:
+async def change_priority(
+    request: Request, execution_id: forms.RowId, viewer: ChangingViewer
+) -> Response:
     """Raise or lower a pending execution's priority; it moves in the line at once."""
     form = await forms.read(request)
     priority = forms.priority(form)
