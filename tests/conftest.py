@@ -16,9 +16,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 
+from testqueue import security
 from testqueue.api.app import create_app
 from testqueue.config import Settings
 from testqueue.database import migrate
@@ -31,6 +33,12 @@ POSTGRES_URL = os.environ.get(
 )
 ADMIN_PASSWORD = "admin-password-1"
 SESSION_DB = f"testqueue_test_{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id still, at a test's cost: hashing was most of the time spent making accounts."""
+    monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 def _admin_dsn(dbname: str = "postgres") -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import delete, update
 
 from conftest import ADMIN_PASSWORD
@@ -14,12 +12,6 @@ from testqueue.models import User
 
 LOGIN = "/api/v1/auth/login"
 TOKEN_PROBLEMS = "sign in again"
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2id still, at a test's cost: making accounts was most of this file's time."""
-    monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 def bearer(token: str) -> dict[str, str]:

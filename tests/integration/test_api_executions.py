@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
 from gates import GateRunner, with_gate
-from testqueue import queue, security
+from testqueue import queue
 from testqueue.models import Result
 from testqueue.runners import Registry
 from testqueue.runners.base import StepRecord
@@ -49,12 +48,6 @@ DETAIL_FIELDS = {
     "triggered_by",
     "exit_code",
 }
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2id still, at a test's cost: making accounts was most of this file's time."""
-    monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 @pytest.fixture

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from argon2 import PasswordHasher
-
-from testqueue import queue, security
+from testqueue import queue
 from testqueue.models import Result
 
 TESTS = "/api/v1/tests"
 BROWSER_STEPS = [{"action": "goto", "url": "https://example.com/login"}]
 # Stands in for a worker so runs can be finished without a dispatcher or a wait.
 STAND_IN = queue.Claimer(worker_id="stand-in", default_slots=50, lease_ttl_s=60.0, capacity=50)
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2id still, at a test's cost: making accounts was most of this file's time."""
-    monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 async def create(api: Any, headers: dict[str, str], **body: Any) -> Any:

@@ -10,19 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
-
-from testqueue import security
 
 V1 = "/api/v1"
 BIG = 10**30
 NOT_JSON = "the body is not valid JSON: "
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2id still, at a test's cost: making accounts was most of this file's time."""
-    monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 def detail_text(response: Any) -> str:
