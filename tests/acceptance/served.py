@@ -187,6 +187,6 @@ class Api:
     async def wait_idle(self) -> None:
         async def idle() -> bool:
             status = await self.status()
-            return status["active_count"] == 0 and status["queued_count"] == 0
+            return bool(status["active_count"] == 0 and status["queued_count"] == 0)
 
         await self.wait_until(idle, "an idle queue")

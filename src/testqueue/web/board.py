@@ -9,6 +9,8 @@ into elapsed and waited times that tick every second without the server.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -64,6 +66,39 @@ async def _names(
     return {row.id: row for row in cases}, {row.id: row.username for row in users}
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What describing one row needs: names, timeouts, durations, the viewer and the time."""
+
+    viewer: Viewer
+    cases: dict[int, Any]
+    users: dict[int, str]
+    durations: estimates.Durations
+    default_timeout_s: float
+    now: datetime
+
+    def about(self, row: dict[str, Any]) -> dict[str, Any]:
+        case = self.cases.get(row["test_case_id"])
+        mine = row["user_id"] == self.viewer.id
+        return {
+            "id": row["execution_id"],
+            "test_case_id": row["test_case_id"],
+            "title": case.title if case else "(deleted test case)",
+            "by": self.users.get(row["user_id"], "-"),
+            "priority": row["priority"],
+            "attempt": row["attempt"],
+            "mine": mine,
+            "can_change": mine or self.viewer.is_admin,
+        }
+
+    def timeout_of(self, row: dict[str, Any]) -> float:
+        case = self.cases.get(row["test_case_id"])
+        return (case.timeout_seconds if case else None) or self.default_timeout_s
+
+    def since(self, moment: datetime | None) -> float:
+        return max(0.0, (self.now - as_utc(moment)).total_seconds()) if moment else 0.0
+
+
 async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
     """The board for one viewer: what runs, what waits, and what this viewer may do to each."""
     settings = state.settings
@@ -76,71 +111,53 @@ async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
             conn, (r["test_case_id"] for r in rows), (r["user_id"] for r in rows)
         )
         durations = await estimates.recent_durations(conn, (r["test_case_id"] for r in rows))
-
-    def about(row: dict[str, Any]) -> dict[str, Any]:
-        case = cases.get(row["test_case_id"])
-        mine = row["user_id"] == viewer.id
-        return {
-            "id": row["execution_id"],
-            "test_case_id": row["test_case_id"],
-            "title": case.title if case else "(deleted test case)",
-            "by": users.get(row["user_id"], "-"),
-            "priority": row["priority"],
-            "attempt": row["attempt"],
-            "mine": mine,
-            "can_change": mine or viewer.is_admin,
-        }
-
-    def timeout_of(row: dict[str, Any]) -> float:
-        case = cases.get(row["test_case_id"])
-        return (case.timeout_seconds if case else None) or settings.execution_timeout
-
-    now = utcnow()
-
-    def since(moment: Any) -> float:
-        return max(0.0, (now - as_utc(moment)).total_seconds()) if moment else 0.0
-
-    running = [
-        {
-            **about(row),
-            "started_at": iso(row["started_at"]),
-            "elapsed_s": since(row["started_at"]),
-            "timeout_s": timeout_of(row),
-            "stopping": bool(row["cancel_requested"]),
-        }
-        for row in snap.active
-    ]
-    busy = [
-        estimates.Busy(
-            as_utc(row["started_at"] or now),
-            durations.expected(row["test_case_id"]),
-            timeout_of(row),
-        )
-        for row in snap.active
-    ]
-    starts: list[Any] = [None] * len(snap.queue)
-    if not snap.paused:
-        expected = [durations.expected(row["test_case_id"]) for row in snap.queue]
-        starts = estimates.estimate_starts(now, snap.max_concurrent, busy, expected)
-    line = [
-        {
-            **about(row),
-            "position": row["queue_position"],
-            "queued_at": iso(row["queued_at"]),
-            "waited_s": since(row["queued_at"]),
-            "eta": iso(start),
-            "eta_in_s": (start - now).total_seconds() if start else None,
-            "reason": row["wait_reason"],
-        }
-        for row, start in zip(snap.queue, starts, strict=True)
-    ]
+    ctx = _Context(viewer, cases, users, durations, settings.execution_timeout, utcnow())
+    line = _line(ctx, snap)
     return {
         "slots": snap.max_concurrent,
         "busy": snap.active_count,
         "pending": snap.queued_count,
         "paused": snap.paused,
         "more": max(0, snap.queued_count - len(line)),
-        "now": iso(now),
-        "running": running,
+        "now": iso(ctx.now),
+        "running": [_running(ctx, row) for row in snap.active],
         "line": line,
     }
+
+
+def _running(ctx: _Context, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **ctx.about(row),
+        "started_at": iso(row["started_at"]),
+        "elapsed_s": ctx.since(row["started_at"]),
+        "timeout_s": ctx.timeout_of(row),
+        "stopping": bool(row["cancel_requested"]),
+    }
+
+
+def _line(ctx: _Context, snap: queue_status.Snapshot) -> list[dict[str, Any]]:
+    """The pending rows shown, each with its estimated start (none while paused)."""
+    starts: list[datetime | None] = [None] * len(snap.queue)
+    if not snap.paused:
+        busy = [
+            estimates.Busy(
+                as_utc(row["started_at"] or ctx.now),
+                ctx.durations.expected(row["test_case_id"]),
+                ctx.timeout_of(row),
+            )
+            for row in snap.active
+        ]
+        expected = [ctx.durations.expected(row["test_case_id"]) for row in snap.queue]
+        starts = estimates.estimate_starts(ctx.now, snap.max_concurrent, busy, expected)
+    return [
+        {
+            **ctx.about(row),
+            "position": row["queue_position"],
+            "queued_at": iso(row["queued_at"]),
+            "waited_s": ctx.since(row["queued_at"]),
+            "eta": iso(start),
+            "eta_in_s": (start - ctx.now).total_seconds() if start else None,
+            "reason": row["wait_reason"],
+        }
+        for row, start in zip(snap.queue, starts, strict=True)
+    ]

@@ -15,20 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from testqueue import errors
 from testqueue.api.deps import get_state
 from testqueue.web import board
 from testqueue.web.render import PageRoute
 from testqueue.web.session import CurrentViewer
 from testqueue.web.shutdown import stop_signal
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -61,7 +59,12 @@ def stream(request: Request, produce: Produce) -> StreamingResponse:
         quiet_since = loop.time()
         yield f"retry: {RETRY_MS}\n\n"
         while loop.time() < until and not stop.stopping.is_set():
-            text = await produce()
+            try:
+                text = await produce()
+            except errors.NotFound:
+                # Deleted while watched: nothing more will come, so say so and end.
+                yield END
+                return
             if text:
                 quiet_since = loop.time()
                 yield text

@@ -9,7 +9,6 @@ says nothing will change any more.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +25,6 @@ from testqueue.schemas import ExecutionPublic
 from testqueue.web import events, forms
 from testqueue.web.render import PageRoute, page, templates
 from testqueue.web.session import CurrentViewer, Viewer
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 

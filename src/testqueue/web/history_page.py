@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.api import views
 from testqueue.api.deps import get_state
@@ -36,6 +37,15 @@ def _filters(
     return where
 
 
+async def _choices(conn: AsyncConnection) -> tuple[list[Any], list[Any]]:
+    """The test cases and users the filters offer."""
+    cases = await conn.execute(
+        select(TestCase.id, TestCase.title).order_by(TestCase.title).limit(CHOICES_SHOWN)
+    )
+    users = await conn.execute(select(User.id, User.username).order_by(User.username))
+    return list(cases), list(users)
+
+
 @router.get("/history")
 async def show_history(
     request: Request,
@@ -56,14 +66,8 @@ async def show_history(
     async with get_state(request).db.read() as conn:
         total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()
         items = await views.execution_rows(conn, where, PAGE_SIZE, offset)
-        cases = (
-            await conn.execute(
-                select(TestCase.id, TestCase.title).order_by(TestCase.title).limit(CHOICES_SHOWN)
-            )
-        ).all()
-        users = (await conn.execute(select(User.id, User.username).order_by(User.username))).all()
+        cases, users = await _choices(conn)
         case_trends = await trends.trends(conn, test_case_id)
-    names = {row.id: row.username for row in users}
     query = {"status": status, "result": result, "test_case": test_case, "user": user}
     return page(
         request,
@@ -78,6 +82,6 @@ async def show_history(
         results=[r.value for r in Result],
         cases=cases,
         users=users,
-        names=names,
+        names={row.id: row.username for row in users},
         trends=case_trends,
     )

@@ -45,6 +45,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
+    # Pages carry CSRF tokens and private data: never keep them in a shared cache.
+    "Cache-Control": "no-store",
 }
 
 
@@ -153,10 +155,19 @@ def done(request: Request, message: str, back: str, **extra: Any) -> Response:
 
 
 def _refusal(request: Request, status_code: int, message: str) -> Response:
+    if status_code == 403:
+        # Forged or forbidden changes are worth a line: they are how misuse shows.
+        log.info(
+            "dashboard request refused",
+            extra={"path": request.url.path, "method": request.method, "reason": message},
+        )
     if wants_json(request) or request.url.path.startswith("/events/"):
         return JSONResponse({"detail": message}, status_code=status_code)
     viewer = getattr(request.state, "viewer", None)
-    return page(request, "error.html", viewer, status_code=status_code, message=message)
+    heading = {403: "Not allowed", 404: "Not found"}.get(status_code, "That did not work")
+    return page(
+        request, "error.html", viewer, status_code=status_code, message=message, heading=heading
+    )
 
 
 def _signin_redirect(request: Request) -> Response:

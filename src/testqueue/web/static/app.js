@@ -244,10 +244,10 @@
     const line = $("tbody[data-list=line]");
     if (running) patchRows(running, board.running, "running-row", fillRunning);
     if (line) patchRows(line, board.line, "line-row", fillPending);
-    const emptyRunning = $("[data-empty=running]");
-    const emptyLine = $("[data-empty=line]");
-    if (emptyRunning) emptyRunning.hidden = board.running.length > 0;
-    if (emptyLine) emptyLine.hidden = board.line.length > 0;
+    for (const [name, items] of [["running", board.running], ["line", board.line]]) {
+      $$(`[data-empty="${name}"]`).forEach((el) => { el.hidden = items.length > 0; });
+      $$(`[data-table="${name}"]`).forEach((el) => { el.hidden = items.length === 0; });
+    }
     tick();
   }
 
