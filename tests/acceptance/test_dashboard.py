@@ -8,6 +8,7 @@ queue. Waiting is Playwright's auto-waiting `expect`, never a sleep.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -41,7 +42,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LAPTOP: ViewportSize = {"width": 1280, "height": 900}
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "queue.png"
+# The README picture: rewritten only by `UPDATE_SCREENSHOTS=1 make test`.
+README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "queue.png"
 MEMBER, MEMBER_PASSWORD = "mia", "mia-password-1"
 WAIT_MS = 10_000
 # SHUTDOWN_GRACE is 1 s; a stream that held shutdown up would take minutes.
@@ -205,8 +207,10 @@ async def test_eight_runs_on_five_slots_and_a_run_moves_up_live(
     await expect(page.locator(".summary")).to_contain_text("3 pending")
     first_in_line = await pending_rows(page).first.get_attribute("data-id")
     assert first_in_line is not None and int(first_in_line) not in ids[:5]
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=SCREENSHOT, full_page=True)
+    shot = await page.screenshot(full_page=True)
+    assert shot.startswith(b"\x89PNG")
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        README_SCREENSHOT.write_bytes(shot)
 
     # Mark this document: a reload would lose the mark.
     await page.evaluate("window.stillTheSamePage = true")
