@@ -91,8 +91,12 @@ async def settle(
     """Record finished runs and claim up to `want` more, in one transaction.
 
     Finishing and claiming together means a freed slot is refilled in the same
-    commit that frees it.
+    commit that frees it. A wake-up with nothing to record first looks without
+    locking whether a slot is free and something waits: many workers woken
+    by one NOTIFY then queue on the claim lock only when there is work.
     """
+    if not finished and (want <= 0 or not await _worth_claiming(db, claimer)):
+        return []
     async with db.write() as conn:
         await dialect.of(db).lock_line(conn)
         if finished:
@@ -102,6 +106,24 @@ async def settle(
         if finished:
             await dialect.signal(db, conn, f"freed:{claimer.worker_id}")
     return claimed
+
+
+async def _worth_claiming(db: Database, claimer: Claimer) -> bool:
+    """A lock-free look: is the queue running with a free slot and a run waiting?
+
+    Only a hint; the claim counts again under the lock.
+    """
+    if db.is_sqlite:
+        return True  # one writer already; the look would cost as much as the claim
+    running = select(func.count()).where(E.status == Status.RUNNING).scalar_subquery()
+    waiting = select(E.id).where(E.status == Status.PENDING).limit(1).exists()
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                select(QueueState.paused, QueueState.max_concurrent, running, waiting)
+            )
+        ).one()
+    return not row[0] and row[2] < (row[1] or claimer.default_slots) and bool(row[3])
 
 
 async def _record_finished(
