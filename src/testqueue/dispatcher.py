@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from testqueue import errors, queue
+from testqueue import artifacts, errors, queue
 from testqueue.config import Settings, worker_identity
 from testqueue.database import Database
 from testqueue.models import Result
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # A runner that has not returned this long after its deadline is abandoned.
 HARD_STOP_MARGIN_S = 10.0
+ARTIFACT_CLEANUP_EVERY_S = 3600.0
 # After an unexpected error in a pass, wait this long before the next one.
 ERROR_BACKOFF_S = 0.5
 
@@ -89,6 +90,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._cleanup_loop(), name="artifact-cleanup"),
         ]
         if not self._db.is_sqlite:
             self._tasks.append(
@@ -247,6 +249,17 @@ class Dispatcher:
             worker_id=self.claimer.worker_id,
             artifacts_dir=self._settings.artifacts_dir,
         )
+
+    async def _cleanup_loop(self) -> None:
+        """Remove artifacts older than ARTIFACT_MAX_AGE_DAYS, at start and then hourly."""
+        days = self._settings.artifact_max_age_days
+        while days > 0 and not self._stopping.is_set():
+            try:
+                await asyncio.to_thread(artifacts.remove_older_than, self._settings, days)
+            except OSError:
+                log.exception("artifact clean-up failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=ARTIFACT_CLEANUP_EVERY_S)
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():

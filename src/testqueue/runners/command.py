@@ -47,9 +47,10 @@ class CommandRunner:
     ) -> Outcome:
         if not spec.command:
             return Outcome(Result.ERROR, error_message="the test case has no command argv")
-        workdir = Path(
-            tempfile.mkdtemp(prefix=f"testqueue-{spec.execution_id}-", dir=self._settings.work_dir)
-        )
+        parent = self._settings.work_dir
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"testqueue-{spec.execution_id}-", dir=parent))
         try:
             return await self._run_in(workdir, spec, deadline, cancel, report)
         finally:

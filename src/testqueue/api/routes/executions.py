@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from testqueue import errors, queue
+from testqueue import artifacts, errors, queue
 from testqueue.api.deps import ArtifactId, CurrentActor, ExecutionId, Offset, State, TestCaseId
 from testqueue.api.views import execution_detail, execution_rows, load_execution
 from testqueue.models import Artifact, Execution, ExecutionLog, Result, Status
@@ -177,9 +176,8 @@ async def delete_execution(
             raise errors.InvalidTransition(
                 f"execution {execution_id} is {row['status']}: cancel it before deleting it"
             )
-        paths = await _artifact_paths(conn, execution_id)
         await conn.execute(delete(E).where(E.id == execution_id))
-    await asyncio.to_thread(_remove_files, state.settings.artifacts_dir, paths)
+    await asyncio.to_thread(artifacts.remove_execution_artifacts, state.settings, execution_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -208,17 +206,5 @@ async def read_artifact(
     return FileResponse(path, media_type=row["content_type"], filename=row["name"])
 
 
-async def _artifact_paths(conn: AsyncConnection, execution_id: int) -> list[str]:
-    rows = await conn.execute(select(Artifact.path).where(Artifact.execution_id == execution_id))
-    return [row.path for row in rows]
-
-
 def _inside(root: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
-
-
-def _remove_files(root: Path, paths: list[Any]) -> None:
-    for name in paths:
-        path = Path(name)
-        if _inside(root, path):
-            path.unlink(missing_ok=True)
