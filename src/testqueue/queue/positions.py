@@ -37,11 +37,12 @@ def tags_met(tags: Iterable[str]) -> ColumnElement[bool]:
     when nothing required is missing; plain string functions, so both
     dialects run it the same way.
     """
-    remaining: ColumnElement[Any] = E.required_tags
-    for tag in sorted({t.strip().lower() for t in tags if t.strip()}):
-        remaining = func.replace(remaining, f",{tag},", ",")
-    if remaining is E.required_tags:
+    wanted = sorted({t.strip().lower() for t in tags if t.strip()})
+    if not wanted:
         return E.required_tags == ""
+    remaining: ColumnElement[Any] = func.replace(E.required_tags, f",{wanted[0]},", ",")
+    for tag in wanted[1:]:
+        remaining = func.replace(remaining, f",{tag},", ",")
     return or_(E.required_tags == "", remaining == literal(","))
 
 

@@ -143,7 +143,7 @@ async def workers(db: Database, lease_ttl_s: float) -> list[dict[str, Any]]:
         )
         by_worker: dict[str, list[int]] = {}
         for worker_id, execution_id in running:
-            by_worker.setdefault(worker_id, []).append(execution_id)
+            by_worker.setdefault(worker_id or "", []).append(execution_id)
     result = []
     for worker in rows:
         seen = as_utc(worker.last_seen_at)
@@ -172,5 +172,5 @@ async def counts_by(db: Database) -> tuple[dict[str, int], dict[str, int]]:
         )
         return (
             {status: int(n) for status, n in statuses},
-            {result: int(n) for result, n in results},
+            {str(result): int(n) for result, n in results},
         )

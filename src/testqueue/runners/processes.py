@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Output still buffered in the pipe when the tree is gone is drained this long at most.
 DRAIN_TIMEOUT_S = 1.0
@@ -85,11 +86,12 @@ class Tree:
     async def wait(self, deadline: float, cancel: asyncio.Event) -> str:
         """'exit', 'timeout' or 'cancel': whichever comes first."""
         exited = leader_exit(self.pid)
-        cancelled = asyncio.ensure_future(cancel.wait())
+        cancelled: asyncio.Future[bool] = asyncio.ensure_future(cancel.wait())
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
+            waits: set[asyncio.Future[Any]] = {exited, cancelled}
             done, _ = await asyncio.wait(
-                {exited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             cancelled.cancel()
