@@ -63,7 +63,8 @@ class Recorder:
     artifacts: list[ArtifactRecord] = field(default_factory=list)
 
     def log(self, text: str) -> None:
-        self.logs.append(text)
+        assert text.endswith("\n"), "the log is a stream of whole lines"
+        self.logs.append(text.removesuffix("\n"))
 
     def step(self, step: StepRecord) -> None:
         self.steps.append(step)
@@ -325,6 +326,18 @@ async def test_missing_chromium_says_how_to_install_one(tmp_path: Path) -> None:
     assert "apt-get install" in message
     assert "CHROMIUM_PATH" in message
     assert recorder.logs == [message]
+
+
+async def test_a_chromium_that_will_not_start_is_an_error(tmp_path: Path) -> None:
+    runner = BrowserRunner(make_settings(tmp_path, chromium_path="/bin/false"))
+    try:
+        outcome, recorder = await run(runner, spec([{"action": "goto", "url": "/"}]))
+    finally:
+        await runner.close()
+
+    assert outcome.result is Result.ERROR
+    assert (outcome.error_message or "").startswith("could not start Chromium (/bin/false): ")
+    assert recorder.results() == ["skip"]
 
 
 def test_registry_builds_the_browser_runner(tmp_path: Path) -> None:

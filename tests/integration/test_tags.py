@@ -19,7 +19,9 @@ async def _tagged(api, tags: list[str]) -> int:  # type: ignore[no-untyped-def]
 
 
 async def test_only_a_worker_with_every_tag_claims_and_the_rest_wait_saying_why(
-    api_only, settings, registry: Registry  # type: ignore[no-untyped-def]
+    api_only,
+    settings,
+    registry: Registry,  # type: ignore[no-untyped-def]
 ) -> None:
     gate = GateRunner()
     with_gate(registry, gate)

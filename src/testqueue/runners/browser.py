@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable
 from typing import ClassVar, TypeVar
 
@@ -113,6 +114,7 @@ class BrowserRunner:
         self, spec: RunSpec, *, deadline: float, cancel: asyncio.Event, report: Reporter
     ) -> Outcome:
         """Run the steps in a fresh context; never raises for the test's own failure."""
+        report = _Lines(report)
         prepared = _prepare(spec, self._settings)
         if isinstance(prepared, str):
             report.log(prepared)
@@ -144,20 +146,18 @@ class BrowserRunner:
             except _Stopped as stop:
                 return run.not_started(stop, "while starting Chromium")
             except PlaywrightError as exc:
-                message = f"could not start Chromium ({executable}): {_clean(exc)}"
-                report.log(message)
-                return Outcome(Result.ERROR, error_message=message)
+                return run.could_not_start(
+                    f"could not start Chromium ({executable}): {_clean(exc)}"
+                )
             try:
-                return await run.execute(held.browser)
+                return await run.execute(held)
             except _BrowserLost:
                 log.warning(
                     "chromium lost, starting another", extra={"execution_id": spec.execution_id}
                 )
             finally:
                 await self._pool.release(held)
-        message = "Chromium disconnected twice before the run could start"
-        report.log(message)
-        return Outcome(Result.ERROR, error_message=message)
+        return run.could_not_start("Chromium disconnected twice before the run could start")
 
 
 def _prepare(spec: RunSpec, settings: Settings) -> tuple[list[steps.Step], str] | str:
@@ -196,6 +196,7 @@ class _Run:
         self._page: Page | None = None
         self._shot: str | None = None  # the screenshot of the step running now
         self._number = 0
+        self.trace_name = f"execution-{spec.execution_id}-{secrets.token_hex(4)}"
 
     @property
     def page(self) -> Page:
@@ -203,7 +204,8 @@ class _Run:
             raise RuntimeError("the page is not open")
         return self._page
 
-    async def execute(self, browser: Browser) -> Outcome:
+    async def execute(self, held: chromium.Chromium) -> Outcome:
+        browser = held.browser
         try:
             try:
                 await self.guard.race(self._open(browser))
@@ -212,15 +214,22 @@ class _Run:
             except PlaywrightError as exc:
                 if not browser.is_connected():
                     raise _BrowserLost from exc
-                message = f"could not open a browser context: {_clean(exc)}"
-                self.report.log(message)
-                return Outcome(Result.ERROR, error_message=message)
+                return self.could_not_start(f"could not open a browser context: {_clean(exc)}")
             outcome = await self._run_steps()
             if outcome.result in (Result.FAIL, Result.ERROR):
                 await self._keep_trace()
             return outcome
         finally:
             await self._close()
+            # The browser keeps every context's trace files until it closes: drop ours now.
+            for path in held.traces_dir.glob(f"{self.trace_name}*"):
+                path.unlink(missing_ok=True)
+
+    def could_not_start(self, message: str) -> Outcome:
+        """The browser failed before the first step: an error, every step skipped."""
+        self._skip_from(0)
+        self.report.log(message)
+        return Outcome(Result.ERROR, error_message=message)
 
     def not_started(self, stop: _Stopped, where: str) -> Outcome:
         """The run ended before its first step: every step is skipped."""
@@ -231,7 +240,7 @@ class _Run:
 
     async def _open(self, browser: Browser) -> None:
         self.context = await browser.new_context(base_url=self.base_url)
-        await self.context.tracing.start(snapshots=True)
+        await self.context.tracing.start(name=self.trace_name, snapshots=True)
         self._page = await self.context.new_page()
         self._page.on("console", self._on_console)
         self._page.on("pageerror", self._on_page_error)
@@ -369,3 +378,19 @@ def _clean(exc: BaseException) -> str:
     for marker in ("\nCall log:", "\nBrowser logs:"):
         text = text.split(marker, 1)[0]
     return text.strip()[:MAX_MESSAGE_CHARS] or type(exc).__name__
+
+
+class _Lines:
+    """A reporter whose log gets whole lines: the runner's messages carry no newline."""
+
+    def __init__(self, report: Reporter) -> None:
+        self._report = report
+
+    def log(self, text: str) -> None:
+        self._report.log(text + "\n")
+
+    def step(self, step: StepRecord) -> None:
+        self._report.step(step)
+
+    def artifact(self, artifact: ArtifactRecord) -> None:
+        self._report.artifact(artifact)

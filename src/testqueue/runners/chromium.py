@@ -4,9 +4,10 @@ Starting Chromium costs about a second; a fresh context in a running one costs
 tens of milliseconds. So one process keeps one browser warm and hands it to
 every browser run, and replaces it after `BROWSER_RECYCLE_AFTER` runs or as
 soon as it is found disconnected (crashed or killed). Recycling bounds what a
-long-lived Chromium accumulates: renderer memory and the per-run trace files
-Playwright keeps until the browser closes. A retired browser stays open until
-the runs still on it end, so at most two are alive at once.
+long-lived Chromium accumulates: browser-process memory and the trace
+resources (page snapshots' CSS and images) Playwright keeps until the browser
+closes. A retired browser stays open until the runs still on it end, so at
+most two are alive at once.
 """
 
 from __future__ import annotations
