@@ -68,14 +68,17 @@ async def load_secret_key(settings: Settings, db: Database) -> str:
     path = sqlite_path(settings.database_url)
     if path is not None:
         return _secret_file(path.parent / SECRET_FILE_NAME)
-    async with db.write() as conn:
-        value = (
-            await conn.execute(select(AppSecret.value).where(AppSecret.name == "secret_key"))
-        ).scalar_one_or_none()
-        if value is None:
-            value = secrets.token_urlsafe(48)
-            await conn.execute(insert(AppSecret).values(name="secret_key", value=value))
-    return value
+    query = select(AppSecret.value).where(AppSecret.name == "secret_key")
+    try:
+        async with db.write() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+            if value is None:
+                value = secrets.token_urlsafe(48)
+                await conn.execute(insert(AppSecret).values(name="secret_key", value=value))
+        return value
+    except IntegrityError:  # another host generated it first: use theirs
+        async with db.read() as conn:
+            return str((await conn.execute(query)).scalar_one())
 
 
 def _secret_file(path: Path) -> str:

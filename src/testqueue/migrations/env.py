@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from testqueue.models import Base
+
+MIGRATION_LOCK_KEY = 0x7465_7374_6D67  # "testmg"
 
 config = context.config
 target_metadata = Base.metadata
@@ -16,6 +18,11 @@ def run_migrations_online() -> None:
     assert url is not None
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Hosts starting together would otherwise race to create the same tables;
+            # the lock is the connection's and ends with it.
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
