@@ -29,18 +29,11 @@ from playwright.async_api import (
     expect,
 )
 
+from testqueue.runners.chromium import CHROMIUM_ARGS
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LAPTOP: ViewportSize = {"width": 1280, "height": 900}
 # The README picture: rewritten only by `UPDATE_SCREENSHOTS=1 make test`.
 README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "queue.png"
@@ -79,7 +72,9 @@ async def api(server: served.Served) -> AsyncIterator[served.Api]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS)
+        )
         yield chromium
         await chromium.close()
 

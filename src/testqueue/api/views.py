@@ -13,6 +13,7 @@ from testqueue.models import (
     Artifact,
     Execution,
     ExecutionStep,
+    Result,
     Status,
     TestCase,
     as_utc,
@@ -22,6 +23,22 @@ from testqueue.queue.positions import count_ahead
 from testqueue.schemas import ArtifactPublic, ExecutionPublic, StepPublic
 
 E = Execution
+
+
+def history_filters(
+    status: Status | None, result: Result | None, test_case_id: int | None, user_id: int | None
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of an execution history query; None means any."""
+    where: list[ColumnElement[bool]] = []
+    if status is not None:
+        where.append(E.status == status)
+    if result is not None:
+        where.append(E.result == result)
+    if test_case_id is not None:
+        where.append(E.test_case_id == test_case_id)
+    if user_id is not None:
+        where.append(E.user_id == user_id)
+    return where
 
 
 def _selection() -> Any:

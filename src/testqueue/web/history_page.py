@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.api import views
@@ -20,21 +20,6 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 E = Execution
 PAGE_SIZE = 25
 CHOICES_SHOWN = 500
-
-
-def _filters(
-    status: Status | None, result: Result | None, test_case_id: int | None, user_id: int | None
-) -> list[ColumnElement[bool]]:
-    where = []
-    if status is not None:
-        where.append(E.status == status)
-    if result is not None:
-        where.append(E.result == result)
-    if test_case_id is not None:
-        where.append(E.test_case_id == test_case_id)
-    if user_id is not None:
-        where.append(E.user_id == user_id)
-    return where
 
 
 async def _choices(conn: AsyncConnection) -> tuple[list[Any], list[Any]]:
@@ -61,7 +46,7 @@ async def show_history(
     chosen_result = Result(result) if result in set(Result) else None
     test_case_id = forms.row_id(test_case)
     user_id = forms.row_id(user)
-    where = _filters(chosen_status, chosen_result, test_case_id, user_id)
+    where = views.history_filters(chosen_status, chosen_result, test_case_id, user_id)
     offset = (page_number - 1) * PAGE_SIZE
     async with get_state(request).db.read() as conn:
         total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()

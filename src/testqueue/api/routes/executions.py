@@ -12,7 +12,12 @@ from sqlalchemy import delete, func, select
 
 from testqueue import artifacts, errors, queue
 from testqueue.api.deps import ArtifactId, CurrentActor, ExecutionId, Offset, State, TestCaseId
-from testqueue.api.views import execution_detail, execution_rows, load_execution
+from testqueue.api.views import (
+    execution_detail,
+    execution_rows,
+    history_filters,
+    load_execution,
+)
 from testqueue.models import Artifact, Execution, ExecutionLog, Result, Status
 from testqueue.schemas import (
     MAX_PAGE_SIZE,
@@ -90,15 +95,7 @@ async def list_executions(
     offset: Offset = 0,
 ) -> ExecutionPage:
     """History, newest first, filtered by status, result, test case or user."""
-    where = []
-    if status_ is not None:
-        where.append(E.status == status_)
-    if result is not None:
-        where.append(E.result == result)
-    if test_case_id is not None:
-        where.append(E.test_case_id == test_case_id)
-    if user_id is not None:
-        where.append(E.user_id == user_id)
+    where = history_filters(status_, result, test_case_id, user_id)
     async with state.db.read() as conn:
         total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()
         items = await execution_rows(conn, where, limit, offset)
