@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from testqueue import sqlite_driver
 from testqueue.config import Settings, worker_identity
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -88,8 +89,13 @@ class Database:
             path = sqlite_path(settings.database_url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
-            self.reader = create_async_engine(url, pool_size=8, max_overflow=8)
+            connect = sqlite_driver.creator(str(path) if path else ":memory:")
+            self.writer = create_async_engine(
+                url, async_creator=connect, pool_size=1, max_overflow=0, pool_timeout=60
+            )
+            self.reader = create_async_engine(
+                url, async_creator=connect, pool_size=8, max_overflow=8
+            )
             mode = settings.sqlite_synchronous
             _tune_sqlite(self.writer, immediate=True, synchronous=mode)
             _tune_sqlite(self.reader, immediate=False, synchronous=mode)

@@ -154,7 +154,6 @@ class Execution(Base):
             sqlite_where=text("status = 'running'"),
             postgresql_where=text("status = 'running'"),
         ),
-        Index("ix_executions_history", "status", "id"),
         Index("ix_executions_test_case", "test_case_id", "id"),
         Index("ix_executions_user", "user_id", "id"),
     )

@@ -90,7 +90,7 @@ async def execution_detail(state: AppState, execution_id: int) -> ExecutionPubli
         if row["status"] == Status.PENDING:
             ahead = await count_ahead(conn, row["priority"], row["queued_at"], execution_id)
             slots, running, pending, paused = await queue_status.slots_and_counts(
-                conn, settings.max_concurrent_executions
+                conn, settings.max_concurrent_executions, count_pending=False
             )
             tags = await queue_status.live_worker_tags(conn, settings.lease_ttl)
             snap = queue_status.Snapshot(pending, running, slots, paused, 0, [], [])

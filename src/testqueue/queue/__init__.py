@@ -33,7 +33,12 @@ from testqueue.queue.claims import (
     release,
     settle,
 )
-from testqueue.queue.positions import count_ahead, encode_tags, position_of, positions_of
+from testqueue.queue.positions import (
+    PENDING,
+    count_ahead,
+    encode_tags,
+    position_of,
+)
 
 __all__ = [
     "Beat",
@@ -112,15 +117,28 @@ async def enqueue(
             rows,
         )
         inserted = result.all()
-        if len(inserted) == 1:
-            row = inserted[0]
-            ahead = await count_ahead(conn, row.priority, now, row.id)
-            positions = {row.id: ahead + 1}
-        else:
-            positions = await positions_of(conn, [row.id for row in inserted])
+        positions = await _positions_of_new(conn, inserted, now)
         await dialect.signal(db, conn)
     db.wake()
     return [Queued(r.id, r.test_case_id, r.priority, positions[r.id]) for r in inserted]
+
+
+async def _positions_of_new(
+    conn: AsyncConnection, inserted: Sequence[Any], now: datetime
+) -> dict[int, int]:
+    """Positions of rows just queued together, one count per distinct priority.
+
+    They share `queued_at` (the newest in the line) and ids rise in the order
+    given, so within a priority they stand one behind the other.
+    """
+    by_priority: dict[int, list[int]] = {}
+    for row in inserted:
+        by_priority.setdefault(row.priority, []).append(row.id)
+    positions: dict[int, int] = {}
+    for priority, ids in by_priority.items():
+        first = await count_ahead(conn, priority, now, ids[0]) + 1
+        positions.update((execution_id, first + k) for k, execution_id in enumerate(ids))
+    return positions
 
 
 async def _load_cases(conn: AsyncConnection, ids: set[int]) -> dict[int, Any]:
@@ -245,7 +263,7 @@ async def clear(db: Database) -> int:
     async with db.write() as conn:
         result = await conn.execute(
             update(E)
-            .where(E.status == Status.PENDING)
+            .where(PENDING)
             .values(
                 status=Status.CANCELLED,
                 completed_at=utcnow(),
@@ -288,7 +306,7 @@ async def delete_test_case(db: Database, test_case_id: int) -> int:
     async with db.write() as conn:
         cancelled = await conn.execute(
             update(E)
-            .where(E.test_case_id == test_case_id, E.status == Status.PENDING)
+            .where(E.test_case_id == test_case_id, PENDING)
             .values(
                 status=Status.CANCELLED,
                 completed_at=utcnow(),

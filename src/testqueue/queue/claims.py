@@ -30,7 +30,7 @@ from testqueue.models import (
     utcnow,
 )
 from testqueue.queue import dialect
-from testqueue.queue.positions import LINE_ORDER, line_filter
+from testqueue.queue.positions import LINE_ORDER, PENDING, RUNNING, line_filter
 from testqueue.runners.base import ArtifactRecord, StepRecord
 
 E = Execution
@@ -115,8 +115,8 @@ async def _worth_claiming(db: Database, claimer: Claimer) -> bool:
     """
     if db.is_sqlite:
         return True  # one writer already; the look would cost as much as the claim
-    running = select(func.count()).where(E.status == Status.RUNNING).scalar_subquery()
-    waiting = select(E.id).where(E.status == Status.PENDING).limit(1).exists()
+    running = select(func.count()).where(RUNNING).scalar_subquery()
+    waiting = select(E.id).where(PENDING).limit(1).exists()
     async with db.read() as conn:
         row = (
             await conn.execute(
@@ -136,7 +136,7 @@ async def _record_finished(
             E.id == bindparam("f_id"),
             # The attempt guards against a lease lost and the run claimed again meanwhile.
             E.attempt == bindparam("f_attempt"),
-            E.status == Status.RUNNING,
+            RUNNING,
             E.worker_id == worker_id,
         )
         .values(
@@ -173,7 +173,7 @@ async def _record_finished(
 
 async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: int) -> list[Claimed]:
     # Count inside the lock: two workers counting first would both see a free slot.
-    running = select(func.count()).where(E.status == Status.RUNNING).scalar_subquery()
+    running = select(func.count()).where(RUNNING).scalar_subquery()
     state = (
         await conn.execute(select(QueueState.paused, QueueState.max_concurrent, running))
     ).one()
@@ -233,36 +233,37 @@ async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: in
 
 
 async def save_progress(conn: AsyncConnection, progress: Sequence[Progress]) -> None:
-    """Store logs, steps and artifacts so they can be read while the run goes on."""
-    for item in progress:
-        if item.log is not None:
-            await _save_log(conn, item.execution_id, item.log, item.cut_bytes)
-        if item.steps is not None:
-            await conn.execute(
-                delete(ExecutionStep).where(ExecutionStep.execution_id == item.execution_id)
-            )
-            if item.steps:
-                await conn.execute(
-                    insert(ExecutionStep),
-                    [_step_row(item.execution_id, step) for step in item.steps],
-                )
-        if item.artifacts:
-            await conn.execute(
-                insert(Artifact),
-                [_artifact_row(item.execution_id, a) for a in item.artifacts],
-            )
+    """Store logs, steps and artifacts so they can be read while the run goes on.
 
-
-async def _save_log(conn: AsyncConnection, execution_id: int, content: str, cut: int) -> None:
-    updated = await conn.execute(
-        update(ExecutionLog)
-        .where(ExecutionLog.execution_id == execution_id)
-        .values(content=content, cut_bytes=cut)
-    )
-    if updated.rowcount == 0:
+    A handful of statements for any number of runs: one pass may save many.
+    """
+    logs = [p for p in progress if p.log is not None]
+    if logs:
         await conn.execute(
-            insert(ExecutionLog).values(execution_id=execution_id, content=content, cut_bytes=cut)
+            delete(ExecutionLog).where(
+                ExecutionLog.execution_id.in_([p.execution_id for p in logs])
+            )
         )
+        await conn.execute(
+            insert(ExecutionLog),
+            [
+                {"execution_id": p.execution_id, "content": p.log, "cut_bytes": p.cut_bytes}
+                for p in logs
+            ],
+        )
+    steps = [p for p in progress if p.steps is not None]
+    if steps:
+        await conn.execute(
+            delete(ExecutionStep).where(
+                ExecutionStep.execution_id.in_([p.execution_id for p in steps])
+            )
+        )
+        rows = [_step_row(p.execution_id, step) for p in steps for step in p.steps or ()]
+        if rows:
+            await conn.execute(insert(ExecutionStep), rows)
+    artifacts = [_artifact_row(p.execution_id, a) for p in progress for a in p.artifacts]
+    if artifacts:
+        await conn.execute(insert(Artifact), artifacts)
 
 
 def _step_row(execution_id: int, step: StepRecord) -> dict[str, Any]:
@@ -333,7 +334,7 @@ async def heartbeat(
         rows = (
             await conn.execute(
                 update(E)
-                .where(E.status == Status.RUNNING, E.worker_id == claimer.worker_id)
+                .where(RUNNING, E.worker_id == claimer.worker_id)
                 .values(lease_expires_at=now + timedelta(seconds=claimer.lease_ttl_s))
                 .returning(E.id, E.cancel_requested)
             )
@@ -355,7 +356,7 @@ STALE_WORKER_AGE = timedelta(hours=1)
 
 async def _recover_expired(conn: AsyncConnection, now: datetime, max_attempts: int) -> int:
     """Runs whose lease ran out go back to their place in line, or end after MAX_ATTEMPTS."""
-    expired = and_(E.status == Status.RUNNING, E.lease_expires_at < now)
+    expired = and_(RUNNING, E.lease_expires_at < now)
     lost = {"worker_id": None, "lease_expires_at": None}
     cancelled = await conn.execute(
         update(E)
@@ -399,7 +400,7 @@ async def release(db: Database, claimer: Claimer) -> int:
     A run someone asked to cancel meanwhile ends cancelled instead.
     """
     now = utcnow()
-    mine = and_(E.status == Status.RUNNING, E.worker_id == claimer.worker_id)
+    mine = and_(RUNNING, E.worker_id == claimer.worker_id)
     back = {"worker_id": None, "lease_expires_at": None}
     async with db.write() as conn:
         await conn.execute(
@@ -439,7 +440,7 @@ async def expire_workers(db: Database, worker_ids: Sequence[str], max_attempts: 
     async with db.write() as conn:
         await conn.execute(
             update(E)
-            .where(E.status == Status.RUNNING, E.worker_id.in_(worker_ids))
+            .where(RUNNING, E.worker_id.in_(worker_ids))
             .values(lease_expires_at=now - timedelta(seconds=1))
         )
         recovered = await _recover_expired(conn, now, max_attempts)

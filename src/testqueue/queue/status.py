@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.database import Database
-from testqueue.models import Execution, QueueState, Status, Worker, as_utc, utcnow
-from testqueue.queue.positions import LINE_ORDER, decode_tags
+from testqueue.models import Execution, QueueState, Worker, as_utc, utcnow
+from testqueue.queue.positions import LINE_ORDER, PENDING, RUNNING, decode_tags
 
 E = Execution
 
@@ -36,10 +36,17 @@ class Snapshot:
         return max(0, self.max_concurrent - self.active_count)
 
 
-async def slots_and_counts(conn: AsyncConnection, default_slots: int) -> tuple[int, int, int, bool]:
-    """(max_concurrent, running, pending, paused) from one statement."""
-    running = select(func.count()).where(E.status == Status.RUNNING).scalar_subquery()
-    pending = select(func.count()).where(E.status == Status.PENDING).scalar_subquery()
+async def slots_and_counts(
+    conn: AsyncConnection, default_slots: int, *, count_pending: bool = True
+) -> tuple[int, int, int, bool]:
+    """(max_concurrent, running, pending, paused) from one statement.
+
+    Counting a long line costs milliseconds; without `count_pending` it is 0.
+    """
+    running = select(func.count()).where(RUNNING).scalar_subquery()
+    pending = (
+        select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
+    )
     row = (
         await conn.execute(
             select(QueueState.max_concurrent, QueueState.paused, running, pending).where(
@@ -57,14 +64,10 @@ async def snapshot(
     async with db.read() as conn:
         slots, running, pending, paused = await slots_and_counts(conn, default_slots)
         line = await conn.execute(
-            select(*_QUEUE_COLUMNS)
-            .where(E.status == Status.PENDING)
-            .order_by(*LINE_ORDER)
-            .limit(limit)
-            .offset(offset)
+            select(*_QUEUE_COLUMNS).where(PENDING).order_by(*LINE_ORDER).limit(limit).offset(offset)
         )
         active = await conn.execute(
-            select(*_ACTIVE_COLUMNS).where(E.status == Status.RUNNING).order_by(E.started_at, E.id)
+            select(*_ACTIVE_COLUMNS).where(RUNNING).order_by(E.started_at, E.id)
         )
         tags = await live_worker_tags(conn, lease_ttl_s)
         queue_rows = [dict(row._mapping) for row in line]
@@ -138,9 +141,7 @@ async def workers(db: Database, lease_ttl_s: float) -> list[dict[str, Any]]:
     cutoff = live_after(lease_ttl_s)
     async with db.read() as conn:
         rows = (await conn.execute(select(Worker).order_by(Worker.hostname, Worker.id))).all()
-        running = await conn.execute(
-            select(E.worker_id, E.id).where(E.status == Status.RUNNING).order_by(E.id)
-        )
+        running = await conn.execute(select(E.worker_id, E.id).where(RUNNING).order_by(E.id))
         by_worker: dict[str, list[int]] = {}
         for worker_id, execution_id in running:
             by_worker.setdefault(worker_id or "", []).append(execution_id)

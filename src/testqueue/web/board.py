@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.api.deps import AppState
-from testqueue.models import Execution, QueueState, Status, TestCase, User, as_utc, utcnow
+from testqueue.models import Execution, QueueState, TestCase, User, as_utc, utcnow
 from testqueue.queue import status as queue_status
+from testqueue.queue.positions import PENDING, RUNNING
 from testqueue.web import estimates
 from testqueue.web.render import iso
 from testqueue.web.session import Viewer
@@ -35,8 +36,8 @@ async def fingerprint(state: AppState) -> tuple[Any, ...]:
     arrivals and departures, the priority-weighted sum catches moves, and the
     queue_state row catches an admin changing the slots or pausing.
     """
-    pending = E.status == Status.PENDING
-    running = E.status == Status.RUNNING
+    pending = PENDING
+    running = RUNNING
     stopping = E.cancel_requested.is_(True)
     parts = (
         select(func.count()).where(pending),

@@ -127,7 +127,7 @@ async def change_queue_settings(
 async def read_settings(state: AppState) -> QueueSettingsPublic:
     async with state.db.read() as conn:
         slots, _running, _pending, paused = await queue_status.slots_and_counts(
-            conn, state.settings.max_concurrent_executions
+            conn, state.settings.max_concurrent_executions, count_pending=False
         )
     return QueueSettingsPublic(
         max_concurrent=slots,

@@ -1,0 +1,29 @@
+"""drop ix_executions_history
+
+SQLite's planner took this (status, id) index for every pending-line query and
+sorted the whole line in a temporary B-tree; without it, the claim, the status
+page and the position counts walk the partial index `ix_executions_line`.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-28 07:00:00
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("executions") as batch_op:
+        batch_op.drop_index("ix_executions_history")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("executions") as batch_op:
+        batch_op.create_index("ix_executions_history", ["status", "id"], unique=False)
