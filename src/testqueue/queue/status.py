@@ -44,9 +44,7 @@ async def slots_and_counts(
     Counting a long line costs milliseconds; without `count_pending` it is 0.
     """
     running = select(func.count()).where(RUNNING).scalar_subquery()
-    pending = (
-        select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
-    )
+    pending = select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
     row = (
         await conn.execute(
             select(QueueState.max_concurrent, QueueState.paused, running, pending).where(
