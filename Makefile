@@ -31,10 +31,10 @@ fmt: $(BIN)/testqueue
 	$(BIN)/ruff check --fix src tests bench
 
 bench: $(BIN)/testqueue
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/queue_bench.py
 
 bench-quick: $(BIN)/testqueue
-	$(BIN)/python bench/queue.py --quick
+	$(BIN)/python bench/queue_bench.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -13,7 +13,7 @@ the log is saved with the outcome, in the same transaction that completes the
 run, and the client reads it back from `GET /api/v1/executions/{id}/log`.
 
 Run it with `-P` (or `python -m`): as a script its folder would go first on
-sys.path, and `bench/queue.py` would shadow the standard `queue` module.
+sys.path, and `bench/queue_bench.py` would shadow the standard `queue` module.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Queue benchmarks on SQLite, through HTTP, against a real server process.
 
-    .venv/bin/python bench/queue.py [--quick] [--only NAME ...] [--reps N] [--json FILE]
+    .venv/bin/python bench/queue_bench.py [--quick] [--only NAME ...] [--reps N] [--json FILE]
 
 Each repetition starts its own server (`bench/noop_server.py`: the real app
 under uvicorn, plus a `noop` runner) on a fresh SQLite file in a temporary
@@ -189,7 +189,7 @@ class Usage:
         """CPU used by neither the server nor this client, as a share of all CPUs."""
         wall = time.monotonic() - self.started
         others = machine_busy_s() - self._busy0 - (own_cpu_s() - self._own0) - self.server_cpu_s
-        return max(0.0, others / (wall * CPUS))
+        return min(1.0, max(0.0, others / (wall * CPUS)))
 
 
 CPUS = len(os.sched_getaffinity(0))
@@ -202,7 +202,7 @@ def wait_quiet() -> float:
         busy0, own0 = machine_busy_s(), own_cpu_s()
         time.sleep(QUIET_WINDOW_S)
         busy = machine_busy_s() - busy0 - (own_cpu_s() - own0)
-        share = busy / (QUIET_WINDOW_S * CPUS)
+        share = min(1.0, busy / (QUIET_WINDOW_S * CPUS))
         if share <= QUIET_SHARE or time.monotonic() > until:
             return share
 
