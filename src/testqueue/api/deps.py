@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from testqueue import errors, security
 from testqueue.config import Settings
@@ -62,6 +62,11 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
+_ACTOR = select(User.id, User.username, User.role, User.is_active).where(
+    User.id == bindparam("user_id")
+)
+
+
 async def current_actor(state: State, token: Annotated[str | None, Depends(oauth2)]) -> Actor:
     if not token:
         raise errors.Unauthorized()
@@ -72,11 +77,7 @@ async def actor_for_token(state: AppState, token: str) -> Actor:
     """The active user a token names; `errors.Unauthorized` otherwise."""
     user_id = security.decode_token(state.secret_key, token)
     async with state.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(User.id, User.username, User.role, User.is_active).where(User.id == user_id)
-            )
-        ).one_or_none()
+        row = (await conn.execute(_ACTOR, {"user_id": user_id})).one_or_none()
     if row is None or not row.is_active:
         raise errors.Unauthorized("this account no longer exists or is disabled")
     return Actor(row.id, row.username, Role(row.role))

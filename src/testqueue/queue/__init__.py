@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors
@@ -112,10 +112,7 @@ async def enqueue(
         cases = await _load_cases(conn, set(test_case_ids))
         now = utcnow()
         rows = [_pending_row(cases[tc_id], user_id, options, now) for tc_id in test_case_ids]
-        result = await conn.execute(
-            insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True),
-            rows,
-        )
+        result = await conn.execute(_INSERT, rows)
         inserted = result.all()
         positions = await _positions_of_new(conn, inserted, now)
         await dialect.signal(db, conn)
@@ -141,14 +138,14 @@ async def _positions_of_new(
     return positions
 
 
+_CASES = select(TestCase.id, TestCase.priority, TestCase.test_data, TestCase.required_tags).where(
+    TestCase.id.in_(bindparam("ids", expanding=True))
+)
+_INSERT = insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
+
+
 async def _load_cases(conn: AsyncConnection, ids: set[int]) -> dict[int, Any]:
-    rows = (
-        await conn.execute(
-            select(
-                TestCase.id, TestCase.priority, TestCase.test_data, TestCase.required_tags
-            ).where(TestCase.id.in_(ids))
-        )
-    ).all()
+    rows = (await conn.execute(_CASES, {"ids": list(ids)})).all()
     found = {row.id: row for row in rows}
     missing = sorted(ids - found.keys())
     if missing:

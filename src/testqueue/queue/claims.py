@@ -8,12 +8,13 @@ recover runs whose worker vanished).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.database import Database
@@ -126,37 +127,41 @@ async def _worth_claiming(db: Database, claimer: Claimer) -> bool:
     return not row[0] and row[2] < (row[1] or claimer.default_slots) and bool(row[3])
 
 
+_FINISH = (
+    update(E)
+    .where(
+        E.id == bindparam("f_id"),
+        # The attempt guards against a lease lost and the run claimed again meanwhile.
+        E.attempt == bindparam("f_attempt"),
+        RUNNING,
+        E.worker_id == bindparam("f_worker"),
+    )
+    .values(
+        status=case((E.cancel_requested, Status.CANCELLED), else_=Status.COMPLETED),
+        result=case((E.cancel_requested, None), else_=bindparam("f_result")),
+        exit_code=bindparam("f_exit_code"),
+        error_message=bindparam("f_error"),
+        completed_at=bindparam("f_now"),
+        lease_expires_at=None,
+        total_steps=bindparam("f_total"),
+        passed_steps=bindparam("f_passed"),
+        failed_steps=bindparam("f_failed"),
+        skipped_steps=bindparam("f_skipped"),
+    )
+)
+
+
 async def _record_finished(
     conn: AsyncConnection, worker_id: str, finished: Sequence[Finished]
 ) -> None:
     now = utcnow()
-    stmt = (
-        update(E)
-        .where(
-            E.id == bindparam("f_id"),
-            # The attempt guards against a lease lost and the run claimed again meanwhile.
-            E.attempt == bindparam("f_attempt"),
-            RUNNING,
-            E.worker_id == worker_id,
-        )
-        .values(
-            status=case((E.cancel_requested, Status.CANCELLED), else_=Status.COMPLETED),
-            result=case((E.cancel_requested, None), else_=bindparam("f_result")),
-            exit_code=bindparam("f_exit_code"),
-            error_message=bindparam("f_error"),
-            completed_at=now,
-            lease_expires_at=None,
-            total_steps=bindparam("f_total"),
-            passed_steps=bindparam("f_passed"),
-            failed_steps=bindparam("f_failed"),
-            skipped_steps=bindparam("f_skipped"),
-        )
-    )
     await conn.execute(
-        stmt,
+        _FINISH,
         [
             {
                 "f_id": f.id,
+                "f_worker": worker_id,
+                "f_now": now,
                 "f_attempt": f.attempt,
                 "f_result": f.result.value if f.result else None,
                 "f_exit_code": f.exit_code,
@@ -171,51 +176,71 @@ async def _record_finished(
     )
 
 
+# The claim's statements are built once: building them costs more than running them.
+_STATE = select(
+    QueueState.paused,
+    QueueState.max_concurrent,
+    select(func.count()).where(RUNNING).scalar_subquery(),
+)
+_CASES = select(TestCase).where(TestCase.id.in_(bindparam("case_ids", expanding=True)))
+
+
+@functools.cache
+def _take(tags: frozenset[str], skip_locked: bool) -> Any:
+    """UPDATE ... WHERE id IN (the first :claim_limit in line) RETURNING what a run needs."""
+    candidates = (
+        select(E.id)
+        .where(line_filter(tags))
+        .order_by(*LINE_ORDER)
+        .limit(bindparam("claim_limit", type_=Integer))
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        update(E)
+        .where(E.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=Status.RUNNING,
+            worker_id=bindparam("claim_worker"),
+            started_at=bindparam("claim_now"),
+            lease_expires_at=bindparam("claim_lease"),
+        )
+        .returning(
+            E.id,
+            E.test_case_id,
+            E.attempt,
+            E.priority,
+            E.queued_at,
+            E.base_url,
+            E.browser,
+            E.environment,
+        )
+    )
+
+
 async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: int) -> list[Claimed]:
     # Count inside the lock: two workers counting first would both see a free slot.
-    running = select(func.count()).where(RUNNING).scalar_subquery()
-    state = (
-        await conn.execute(select(QueueState.paused, QueueState.max_concurrent, running))
-    ).one()
+    state = (await conn.execute(_STATE)).one()
     if state.paused:
         return []
     slots = state.max_concurrent or claimer.default_slots
     limit = min(want, slots - state[2])
     if limit <= 0:
         return []
-    candidates = select(E.id).where(line_filter(claimer.tags)).order_by(*LINE_ORDER).limit(limit)
     now = utcnow()
-    taken = (
-        await conn.execute(
-            update(E)
-            .where(E.id.in_(dialect.of(db).skip_locked(candidates).scalar_subquery()))
-            .values(
-                status=Status.RUNNING,
-                worker_id=claimer.worker_id,
-                started_at=now,
-                lease_expires_at=now + timedelta(seconds=claimer.lease_ttl_s),
-            )
-            .returning(
-                E.id,
-                E.test_case_id,
-                E.attempt,
-                E.priority,
-                E.queued_at,
-                E.base_url,
-                E.browser,
-                E.environment,
-            )
-        )
-    ).all()
+    params = {
+        "claim_limit": limit,
+        "claim_worker": claimer.worker_id,
+        "claim_now": now,
+        "claim_lease": now + timedelta(seconds=claimer.lease_ttl_s),
+    }
+    taken = (await conn.execute(_take(claimer.tags, not db.is_sqlite), params)).all()
     if not taken:
         return []
     case_ids = {row.test_case_id for row in taken if row.test_case_id is not None}
     cases = {}
     if case_ids:
-        cases = {
-            c.id: c
-            for c in (await conn.execute(select(TestCase).where(TestCase.id.in_(case_ids)))).all()
-        }
+        cases = {c.id: c for c in (await conn.execute(_CASES, {"case_ids": list(case_ids)})).all()}
     taken = sorted(taken, key=lambda r: (r.priority, r.queued_at, r.id))
     return [
         Claimed(

@@ -11,7 +11,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, literal, literal_column, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.models import Execution
@@ -55,21 +66,29 @@ def line_filter(tags: Iterable[str] | None = None) -> ColumnElement[bool]:
     return PENDING if tags is None else and_(PENDING, tags_met(tags))
 
 
-async def count_ahead(
-    conn: AsyncConnection, priority: int, queued_at: datetime, execution_id: int
-) -> int:
-    """How many pending executions start before this place in the line.
-
-    Three range counts over the line's index rather than one row-value
-    comparison, which SQLite would answer by walking every pending row.
-    """
+def _count_ahead_statement() -> Any:
+    # Three range counts over the line's index rather than one row-value
+    # comparison, which SQLite would answer by walking every pending row.
+    priority = bindparam("a_priority", type_=Integer)
+    queued_at = bindparam("a_queued_at", type_=DateTime(True))
     ahead = [
         E.priority < priority,
         and_(E.priority == priority, E.queued_at < queued_at),
-        and_(E.priority == priority, E.queued_at == queued_at, E.id < execution_id),
+        and_(E.priority == priority, E.queued_at == queued_at, E.id < bindparam("a_id")),
     ]
     counts = [select(func.count()).where(PENDING, part).scalar_subquery() for part in ahead]
-    return int((await conn.execute(select(counts[0] + counts[1] + counts[2]))).scalar_one())
+    return select(counts[0] + counts[1] + counts[2])
+
+
+_COUNT_AHEAD = _count_ahead_statement()
+
+
+async def count_ahead(
+    conn: AsyncConnection, priority: int, queued_at: datetime, execution_id: int
+) -> int:
+    """How many pending executions start before this place in the line."""
+    params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
+    return int((await conn.execute(_COUNT_AHEAD, params)).scalar_one())
 
 
 async def position_of(conn: AsyncConnection, execution_id: int) -> int | None:
