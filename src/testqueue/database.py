@@ -25,7 +25,6 @@ from testqueue import sqlite_driver
 from testqueue.config import Settings, worker_identity
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def async_url(database_url: str) -> URL:
@@ -62,7 +61,7 @@ def _tune_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str) -> N
         # NORMAL in WAL mode survives any process crash; only power loss can
         # drop the last commits. SQLITE_SYNCHRONOUS=FULL is in docs/settings.md.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

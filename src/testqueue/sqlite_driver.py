@@ -4,10 +4,10 @@ aiosqlite hands every call to a helper thread and back: about a tenth of a
 millisecond each on a small machine, tens of them per request. SQLite's own
 work for a queue statement is a few microseconds, and in WAL mode a reader
 never waits for the writer, while this process has one writer connection
-(see `database`). So the calls run inline. The price: when *another process*
-holds the write lock, this loop waits inside `busy_timeout` for it, which a
-single-machine deployment (one `serve`) never does, and a short write by a
-CLI command makes brief.
+(see `database`). So the calls run inline. A writer that finds the write
+lock taken by another connection (another process, or a second database
+object in this one) waits for it in asyncio, never inside SQLite's busy
+handler, so the loop keeps running meanwhile.
 
 SQLAlchemy's `sqlite+aiosqlite` dialect drives this through `async_creator`.
 """
@@ -18,6 +18,13 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+# How long a writer waits for another connection's write lock before giving up.
+WRITE_LOCK_TIMEOUT_S = 30.0
+WRITE_LOCK_FIRST_WAIT_S = 0.0005
+WRITE_LOCK_MAX_WAIT_S = 0.02
+# SQLite's own busy handler blocks the loop, so it only covers brief waits.
+BUSY_TIMEOUT_MS = 50
 
 
 class _Cursor:
@@ -51,7 +58,10 @@ class _Cursor:
         self._cursor.arraysize = value
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> _Cursor:
-        self._cursor.execute(sql, parameters)
+        if sql == "BEGIN IMMEDIATE":
+            await _begin_immediate(self._cursor)
+        else:
+            self._cursor.execute(sql, parameters)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> _Cursor:
@@ -69,6 +79,27 @@ class _Cursor:
 
     async def close(self) -> None:
         self._cursor.close()
+
+
+async def _begin_immediate(cursor: sqlite3.Cursor) -> None:
+    """Take the write lock, waiting in asyncio while another connection holds it.
+
+    Waiting inside SQLite's busy handler would stop this loop, and with it a
+    holder on the same loop (two databases in one process): a deadlock until
+    the timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WRITE_LOCK_TIMEOUT_S
+    delay = WRITE_LOCK_FIRST_WAIT_S
+    while True:
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WRITE_LOCK_MAX_WAIT_S)
 
 
 class _Inline:

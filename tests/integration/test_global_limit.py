@@ -58,8 +58,12 @@ async def test_limit_holds_under_concurrent_enqueues_and_completions(
             samples.append(await _running_now(api.state.db))
 
     try:
+        first = [await api.run(test_id) for _ in range(SLOTS * 2)]
+        await gate.wait_started(SLOTS)
+        # Completions and enqueues now race; the slots start full.
         finishing = asyncio.create_task(finisher())
-        queued = await asyncio.gather(*(api.run(test_id) for _ in range(RUNS)))
+        rest = await asyncio.gather(*(api.run(test_id) for _ in range(RUNS - SLOTS * 2)))
+        queued = first + list(rest)
         await asyncio.wait_for(finishing, timeout=60)
     finally:
         for db, dispatcher in others:
