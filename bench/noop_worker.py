@@ -14,44 +14,22 @@ the end of sys.path, so nothing here shadows a standard module.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import sys
 from pathlib import Path
 
 import uvloop
 
-from testqueue import logs
+from testqueue import cli, logs
 from testqueue.config import Settings
-from testqueue.database import Database
-from testqueue.dispatcher import Dispatcher
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from noop_server import build_registry
 
 
-async def run_worker(settings: Settings) -> None:
-    """A dispatcher with the noop registry, without the API, until SIGTERM or SIGINT."""
-    db = Database(settings)
-    dispatcher = Dispatcher(settings, db, build_registry(settings))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await dispatcher.start()
-    try:
-        await stop.wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await dispatcher.stop()
-        await db.dispose()
-
-
 def main() -> None:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
-    uvloop.run(run_worker(settings))
+    uvloop.run(cli.run_worker(settings, build_registry(settings)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from testqueue import errors, logs, security
 from testqueue.config import Settings
 from testqueue.database import Database, migrate
 from testqueue.models import Role
+from testqueue.runners import Registry
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,12 @@ def _announce_admin(bootstrap: security.Bootstrap) -> None:
         )
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, registry: Registry | None = None) -> None:
     """A dispatcher without the API, until SIGTERM or SIGINT."""
     from testqueue.dispatcher import Dispatcher
-    from testqueue.runners import Registry
 
     db = Database(settings)
-    dispatcher = Dispatcher(settings, db, Registry(settings))
+    dispatcher = Dispatcher(settings, db, registry or Registry(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
