@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.database import Database
@@ -177,23 +178,36 @@ async def _record_finished(
 
 
 # The claim's statements are built once: building them costs more than running them.
-_STATE = select(
-    QueueState.paused,
-    QueueState.max_concurrent,
-    select(func.count()).where(RUNNING).scalar_subquery(),
-)
 _CASES = select(TestCase).where(TestCase.id.in_(bindparam("case_ids", expanding=True)))
+
+
+def _free_slots() -> Any:
+    """How many to take: 0 while paused, else min(:claim_want, slots - running), not below 0.
+
+    Counted inside the claim's own statement, under the claim's lock: two
+    workers counting first would both see the last free slot.
+    """
+    running = select(func.count()).where(RUNNING).scalar_subquery()
+    slots = func.coalesce(QueueState.max_concurrent, bindparam("claim_slots", type_=Integer))
+    state = (
+        select(QueueState.paused.label("paused"), (slots - running).label("free"))
+        .where(QueueState.id == 1)
+        .subquery()
+    )
+    want = bindparam("claim_want", type_=Integer)
+    amount = case(
+        (state.c.paused, 0),
+        (state.c.free <= 0, 0),
+        (state.c.free < want, state.c.free),
+        else_=want,
+    )
+    return select(amount).scalar_subquery()
 
 
 @functools.cache
 def _take(tags: frozenset[str], skip_locked: bool) -> Any:
-    """UPDATE ... WHERE id IN (the first :claim_limit in line) RETURNING what a run needs."""
-    candidates = (
-        select(E.id)
-        .where(line_filter(tags))
-        .order_by(*LINE_ORDER)
-        .limit(bindparam("claim_limit", type_=Integer))
-    )
+    """UPDATE ... WHERE id IN (the first free-slots in line) RETURNING what a run needs."""
+    candidates = select(E.id).where(line_filter(tags)).order_by(*LINE_ORDER).limit(_free_slots())
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)
     return (
@@ -219,17 +233,10 @@ def _take(tags: frozenset[str], skip_locked: bool) -> Any:
 
 
 async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: int) -> list[Claimed]:
-    # Count inside the lock: two workers counting first would both see a free slot.
-    state = (await conn.execute(_STATE)).one()
-    if state.paused:
-        return []
-    slots = state.max_concurrent or claimer.default_slots
-    limit = min(want, slots - state[2])
-    if limit <= 0:
-        return []
     now = utcnow()
     params = {
-        "claim_limit": limit,
+        "claim_want": want,
+        "claim_slots": claimer.default_slots,
         "claim_worker": claimer.worker_id,
         "claim_now": now,
         "claim_lease": now + timedelta(seconds=claimer.lease_ttl_s),
@@ -264,18 +271,11 @@ async def save_progress(conn: AsyncConnection, progress: Sequence[Progress]) -> 
     """
     logs = [p for p in progress if p.log is not None]
     if logs:
-        await conn.execute(
-            delete(ExecutionLog).where(
-                ExecutionLog.execution_id.in_([p.execution_id for p in logs])
-            )
-        )
-        await conn.execute(
-            insert(ExecutionLog),
-            [
-                {"execution_id": p.execution_id, "content": p.log, "cut_bytes": p.cut_bytes}
-                for p in logs
-            ],
-        )
+        rows = [
+            {"execution_id": p.execution_id, "content": p.log, "cut_bytes": p.cut_bytes}
+            for p in logs
+        ]
+        await conn.execute(_upsert_logs(conn.dialect.name), rows)
     steps = [p for p in progress if p.steps is not None]
     if steps:
         await conn.execute(
@@ -289,6 +289,17 @@ async def save_progress(conn: AsyncConnection, progress: Sequence[Progress]) -> 
     artifacts = [_artifact_row(p.execution_id, a) for p in progress for a in p.artifacts]
     if artifacts:
         await conn.execute(insert(Artifact), artifacts)
+
+
+@functools.cache
+def _upsert_logs(dialect_name: str) -> Any:
+    """INSERT ... ON CONFLICT (execution_id) DO UPDATE: one statement, first save or not."""
+    build = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    stmt = build(ExecutionLog)
+    return stmt.on_conflict_do_update(
+        index_elements=[ExecutionLog.execution_id],
+        set_={"content": stmt.excluded.content, "cut_bytes": stmt.excluded.cut_bytes},
+    )
 
 
 def _step_row(execution_id: int, step: StepRecord) -> dict[str, Any]:
