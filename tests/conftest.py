@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 
+from gates import GateRunner, with_gate
 from testqueue import security
 from testqueue.api.app import create_app
 from testqueue.config import Settings
@@ -121,8 +122,14 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Registry:
-    return Registry(settings)
+def gate() -> GateRunner:
+    """The `gate` runner kind: runs that hold their slot until the test releases them."""
+    return GateRunner()
+
+
+@pytest.fixture
+def registry(settings: Settings, gate: GateRunner) -> Registry:
+    return with_gate(Registry(settings), gate)
 
 
 class Api:
@@ -155,6 +162,13 @@ class Api:
         )
         assert response.status_code == 201, response.text
         return await self.login(username, password)
+
+    async def gate_test(self, title: str = "gated", **fields: Any) -> int:
+        """A test case of the `gate` runner kind (see `gates.py`)."""
+        body = {"title": title, "runner": "gate", **fields}
+        response = await self.client.post("/api/v1/tests", json=body, headers=self.admin)
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
 
     async def command_test(self, argv: list[str], **fields: Any) -> int:
         body = {"title": fields.pop("title", "a command test"), "command": argv, **fields}

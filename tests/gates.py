@@ -11,7 +11,6 @@ import asyncio
 import time
 from typing import ClassVar
 
-from testqueue.config import Settings
 from testqueue.models import Result
 from testqueue.runners import Registry
 from testqueue.runners.base import Outcome, Reporter, RunSpec
@@ -80,8 +79,3 @@ class GateRunner:
 def with_gate(registry: Registry, runner: GateRunner) -> Registry:
     registry.register("gate", lambda _settings: runner)
     return registry
-
-
-def build(settings: Settings) -> tuple[Registry, GateRunner]:
-    runner = GateRunner()
-    return with_gate(Registry(settings), runner), runner

@@ -18,6 +18,35 @@ from conftest import ADMIN_PASSWORD
 START_TIMEOUT_S = 30.0
 
 
+# Each run notes its pid and its child's in marks/<id>, writes marks/TWICE if an
+# earlier copy of itself still runs beside it, then holds its slot until the
+# test creates the file `gate`.
+HELD = r"""
+marks="$1/marks"; id="$TESTQUEUE_EXECUTION_ID"
+if [ -s "$marks/$id" ]; then
+  for p in $(cat "$marks/$id"); do
+    state=$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null)
+    [ -n "$state" ] && [ "$state" != Z ] && echo "$id $p $state" >> "$marks/TWICE"
+  done
+fi
+(while :; do sleep 0.1; done) &
+echo "$$ $!" >> "$marks/$id"
+while [ ! -e "$1/gate" ]; do sleep 0.02; done
+"""
+
+
+def held_argv(folder: Path) -> list[str]:
+    """The argv of a run that holds its slot until `folder/gate` exists (see HELD)."""
+    (folder / "marks").mkdir(exist_ok=True)
+    return ["sh", "-c", HELD, "held", str(folder)]
+
+
+def marks(folder: Path, execution_id: int) -> list[int]:
+    """The pids every attempt of a held run noted so far."""
+    path = folder / "marks" / str(execution_id)
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -88,7 +117,7 @@ class Server(Process):
     def __init__(self, folder: Path, database_url: str, *extra: str, **env: Any) -> None:
         self.port = free_port()
         super().__init__(folder, database_url, "serve", "--port", str(self.port), *extra, **env)
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://127.0.0.1:{self.port}"
         self.headers: dict[str, str] = {}
 
     def start(self) -> Server:
@@ -99,7 +128,7 @@ class Server(Process):
             if self.popen.poll() is not None:
                 raise AssertionError(f"serve exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.base}/api/v1/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base_url}/api/v1/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -107,7 +136,7 @@ class Server(Process):
                 raise AssertionError(f"serve did not answer in {START_TIMEOUT_S} s:\n{self.log()}")
             time.sleep(0.05)
         token = httpx.post(
-            f"{self.base}/api/v1/auth/login",
+            f"{self.base_url}/api/v1/auth/login",
             data={"username": "admin", "password": ADMIN_PASSWORD},
         ).json()["access_token"]
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -115,7 +144,7 @@ class Server(Process):
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = httpx.request(
-            method, f"{self.base}/api/v1{path}", headers=self.headers, timeout=10, **kwargs
+            method, f"{self.base_url}/api/v1{path}", headers=self.headers, timeout=10, **kwargs
         )
         assert response.status_code < 300, (
             f"{method} {path}: {response.status_code} {response.text}"

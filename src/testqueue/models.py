@@ -50,6 +50,10 @@ class Result(StrEnum):
     TIMEOUT = "timeout"  # killed at its deadline
 
 
+# The words a priority may be given as, and the numbers they stand for.
+PRIORITY_WORDS = {"high": 1, "medium": 5, "low": 10}
+
+
 class Role(StrEnum):
     ADMIN = "admin"
     MEMBER = "member"

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from testqueue.models import Role
+from testqueue.models import PRIORITY_WORDS, Role
 
 MAX_ARGV_ITEMS = 256
 MAX_ARG_CHARS = 4096
@@ -38,9 +38,8 @@ WEB_SCHEMES = ("http://", "https://")
 def _priority_word(value: object) -> object:
     if isinstance(value, str):
         word = value.strip().lower()
-        words = {"high": 1, "medium": 5, "low": 10}
-        if word in words:
-            return words[word]
+        if word in PRIORITY_WORDS:
+            return PRIORITY_WORDS[word]
         raise ValueError("priority must be 1..10 (1 = highest) or one of high, medium, low")
     if isinstance(value, bool):
         raise ValueError("priority must be a number 1..10 or high, medium, low")

@@ -1,118 +1,33 @@
-"""A real `testqueue serve` process for acceptance tests, and a JSON API client for it.
+"""A served instance for the dashboard tests, and a JSON API client for it.
 
-The server runs as a subprocess on a free port with its own SQLite file and
-folders, exactly as an operator starts it; tests talk to it over HTTP and
-stop it with SIGTERM. Runs that must hold a slot use `gated_argv`: a command
+The server is `process.Server`: a subprocess on a free port with its own SQLite
+file and folders, exactly as an operator starts it; tests talk to it over HTTP
+and stop it with SIGTERM. Runs that must hold a slot use `gated_argv`: a command
 that waits until the test creates a file, so no test needs to sleep.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ADMIN_PASSWORD = "admin-password-1"
-SECRET_KEY = "acceptance-secret-key-0123456789abcdef0123456789"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
+from conftest import ADMIN_PASSWORD
+from process import Server
+
+__all__ = ["ADMIN_PASSWORD", "Api", "Server", "gated_argv", "start"]
+
 POLL_S = 0.05
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Served:
-    """One running `testqueue serve` process."""
-
-    base_url: str
-    folder: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    _log_file: Any = field(repr=False)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM, then wait; returns the exit code (kills and fails if it hangs)."""
-        if self._log_file.closed:
-            return int(self.process.returncode)
-        try:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(
-                    f"the server did not stop within {timeout_s} s:\n{self.log_text()[-4000:]}"
-                ) from None
-        finally:
-            self._log_file.close()
-
-
-def start(folder: Path, **env: str) -> Served:
-    """Start `testqueue serve` on a free port and wait until /api/v1/health answers."""
+def start(folder: Path, **env: str) -> Server:
+    """`testqueue serve` on a free port with its own SQLite file in `folder`, healthy."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "work").mkdir(exist_ok=True)
-    (folder / "artifacts").mkdir(exist_ok=True)
-    port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{folder / 'testqueue.db'}",
-        "TESTQUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "MAX_CONCURRENT_EXECUTIONS": "5",
-        "SECRET_KEY": SECRET_KEY,
-        "WORK_DIR": str(folder / "work"),
-        "ARTIFACTS_DIR": str(folder / "artifacts"),
-        "SHUTDOWN_GRACE": "1",
-        "HEARTBEAT_INTERVAL": "0.2",
-        "LOG_FORMAT": "text",
-        **env,
-    }
-    log_path = folder / "server.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "testqueue", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=folder,
-        env=environment,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    served = Served(f"http://127.0.0.1:{port}", folder, process, log_path, log_file)
-    _wait_healthy(served)
-    return served
-
-
-def _wait_healthy(served: Served) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(base_url=served.base_url, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if served.process.poll() is not None:
-                break
-            try:
-                if client.get("/api/v1/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(POLL_S)
-    served.stop(timeout_s=5)
-    raise AssertionError(f"the server did not come up:\n{served.log_text()[-4000:]}")
+    database_url = f"sqlite:///{folder / 'testqueue.db'}"
+    settings = {"max_concurrent_executions": 5, "shutdown_grace": 1, **env}
+    return Server(folder, database_url, **settings).start()
 
 
 def gated_argv(gates: Path) -> list[str]:

@@ -6,36 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from process import Server, wait_for
+from process import Server, held_argv, marks, wait_for
 from waiting import pid_alive
-
-# Each run notes its pid and its child's, refuses to run beside an earlier
-# copy of itself (TWICE), then holds its slot until the test opens the gate.
-RUN = r"""
-marks="$1/marks"; id="$TESTQUEUE_EXECUTION_ID"
-if [ -s "$marks/$id" ]; then
-  for p in $(cat "$marks/$id"); do
-    state=$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null)
-    [ -n "$state" ] && [ "$state" != Z ] && echo "$id $p $state" >> "$marks/TWICE"
-  done
-fi
-(while :; do sleep 0.1; done) &
-echo "$$ $!" >> "$marks/$id"
-while [ ! -e "$1/gate" ]; do sleep 0.02; done
-"""
 
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
-    (tmp_path / "marks").mkdir()
     serve = Server(tmp_path, database_url, max_concurrent_executions=2)
     yield serve
     serve.stop()
-
-
-def _marks(folder: Path, execution_id: int) -> list[int]:
-    path = folder / "marks" / str(execution_id)
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def _queue_ids(server: Server) -> list[int]:
@@ -47,19 +26,19 @@ def test_kill_9_loses_nothing_keeps_order_and_runs_nothing_twice(
     server: Server, tmp_path: Path
 ) -> None:
     server.start()
-    test_id = server.call(
-        "POST", "/tests", json={"title": "held", "command": ["sh", "-c", RUN, "run", str(tmp_path)]}
-    )["id"]
+    test_id = server.call("POST", "/tests", json={"title": "held", "command": held_argv(tmp_path)})[
+        "id"
+    ]
     priorities = [1, 1, 5, 10, 3, 5]
     ids = [
         server.call("POST", f"/executions/tests/{test_id}/run", json={"priority": p})["id"]
         for p in priorities
     ]
     first_two = ids[:2]
-    wait_for(lambda: [len(_marks(tmp_path, i)) for i in first_two], lambda n: n == [2, 2])
+    wait_for(lambda: [len(marks(tmp_path, i)) for i in first_two], lambda n: n == [2, 2])
     waiting_before = _queue_ids(server)
     assert waiting_before == [ids[4], ids[2], ids[5], ids[3]]
-    old_pids = [pid for i in first_two for pid in _marks(tmp_path, i)]
+    old_pids = [pid for i in first_two for pid in marks(tmp_path, i)]
 
     server.kill9()
     server.start()
@@ -93,12 +72,12 @@ def test_sigterm_hands_running_runs_back_and_they_run_after_restart(
 ) -> None:
     server.env["SHUTDOWN_GRACE"] = "0.3"
     server.start()
-    test_id = server.call(
-        "POST", "/tests", json={"title": "held", "command": ["sh", "-c", RUN, "run", str(tmp_path)]}
-    )["id"]
+    test_id = server.call("POST", "/tests", json={"title": "held", "command": held_argv(tmp_path)})[
+        "id"
+    ]
     ids = [server.call("POST", f"/executions/tests/{test_id}/run")["id"] for _ in range(3)]
-    wait_for(lambda: [len(_marks(tmp_path, i)) for i in ids[:2]], lambda n: n == [2, 2])
-    pids = [pid for i in ids[:2] for pid in _marks(tmp_path, i)]
+    wait_for(lambda: [len(marks(tmp_path, i)) for i in ids[:2]], lambda n: n == [2, 2])
+    pids = [pid for i in ids[:2] for pid in marks(tmp_path, i)]
 
     server.terminate()
     assert all(not pid_alive(pid) for pid in pids), "stopped at the end of the grace period"
@@ -109,5 +88,5 @@ def test_sigterm_hands_running_runs_back_and_they_run_after_restart(
     wait_for(lambda: server.call("GET", "/executions?status=completed")["total"], lambda n: n == 3)
     items = {e["id"]: e for e in server.call("GET", "/executions")["items"]}
     assert [items[i]["attempt"] for i in ids] == [1, 1, 1], "a clean hand-back is no lost attempt"
-    assert [len(_marks(tmp_path, i)) for i in ids] == [4, 4, 2]
+    assert [len(marks(tmp_path, i)) for i in ids] == [4, 4, 2]
     assert not (tmp_path / "marks" / "TWICE").exists()

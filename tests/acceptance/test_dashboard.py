@@ -54,14 +54,14 @@ def patient_expect() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[served.Served]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[served.Server]:
     instance = served.start(tmp_path_factory.mktemp("dashboard"))
     yield instance
-    assert instance.stop() in STOPPED_CLEANLY, instance.log_text()[-4000:]
+    assert instance.terminate() in STOPPED_CLEANLY, instance.log()[-4000:]
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def api(server: served.Served) -> AsyncIterator[served.Api]:
+async def api(server: served.Server) -> AsyncIterator[served.Api]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
         api = served.Api(client)
         api.admin = await api.sign_in("admin", served.ADMIN_PASSWORD)
@@ -90,18 +90,18 @@ async def signed_in_state(browser: Browser, base_url: str, username: str, passwo
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def admin_state(browser: Browser, server: served.Served) -> Any:
+async def admin_state(browser: Browser, server: served.Server) -> Any:
     return await signed_in_state(browser, server.base_url, "admin", served.ADMIN_PASSWORD)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def member_state(browser: Browser, server: served.Served, api: served.Api) -> Any:
+async def member_state(browser: Browser, server: served.Server, api: served.Api) -> Any:
     return await signed_in_state(browser, server.base_url, MEMBER, MEMBER_PASSWORD)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def context(
-    browser: Browser, server: served.Served, admin_state: Any
+    browser: Browser, server: served.Server, admin_state: Any
 ) -> AsyncIterator[BrowserContext]:
     """A browser signed in as admin."""
     ctx = await browser.new_context(
@@ -155,7 +155,7 @@ def pending_rows(page: Page) -> Locator:
 
 
 async def test_sign_in_uses_a_safe_cookie_and_sign_out_ends_it(
-    browser: Browser, server: served.Served
+    browser: Browser, server: served.Server
 ) -> None:
     context = await browser.new_context(base_url=server.base_url, viewport=LAPTOP)
     page = await context.new_page()
@@ -244,7 +244,7 @@ async def test_cancel_and_reprioritise_from_the_page(
 
 
 async def test_a_member_sees_no_admin_controls_and_a_forged_clear_is_refused(
-    browser: Browser, server: served.Served, api: served.Api, gated: int, member_state: Any
+    browser: Browser, server: served.Server, api: served.Api, gated: int, member_state: Any
 ) -> None:
     for _ in range(7):
         await api.run(gated)
@@ -392,8 +392,8 @@ async def test_the_server_stops_promptly_with_a_live_stream_open(tmp_path: Path)
                     pass
                 loop = asyncio.get_running_loop()
                 began = loop.time()
-                code = await asyncio.to_thread(instance.stop)
-                assert code in STOPPED_CLEANLY, instance.log_text()[-4000:]
+                code = await asyncio.to_thread(instance.terminate)
+                assert code in STOPPED_CLEANLY, instance.log()[-4000:]
                 assert loop.time() - began < STOP_PROMPTLY_S
                 async for _line in lines:
                     pass  # the stream ended rather than being cut mid-event

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from process import Process, Server, wait_for
+from process import Process, Server, held_argv, wait_for
 from spans import max_overlap
 
 pytestmark = pytest.mark.slow
@@ -98,23 +98,8 @@ def _ts(value: datetime) -> float:
     return value.timestamp()
 
 
-HELD = r"""
-marks="$1"; id="$TESTQUEUE_EXECUTION_ID"
-if [ -s "$marks/$id" ]; then
-  for p in $(cat "$marks/$id"); do
-    state=$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null)
-    [ -n "$state" ] && [ "$state" != Z ] && echo "$id $p" >> "$marks/TWICE"
-  done
-fi
-(while :; do sleep 0.1; done) &
-echo "$$ $!" >> "$marks/$id"
-while [ ! -e "$marks/gate" ]; do sleep 0.02; done
-"""
-
-
-def _held_test(server: Server, marks: Path) -> int:
-    marks.mkdir(exist_ok=True)
-    body = {"title": "held", "command": ["sh", "-c", HELD, "held", str(marks)]}
+def _held_test(server: Server, folder: Path) -> int:
+    body = {"title": "held", "command": held_argv(folder)}
     return int(server.call("POST", "/tests", json=body)["id"])
 
 
@@ -124,7 +109,7 @@ def test_kill_9_of_a_worker_its_runs_move_to_another_never_twice(
     server = _api(tmp_path, postgres_url, cluster, max_concurrent_executions=2)
     doomed = _worker(tmp_path, postgres_url, cluster, lease_ttl=3, max_concurrent_executions=2)
     marks = tmp_path / "marks"
-    test_id = _held_test(server, marks)
+    test_id = _held_test(server, tmp_path)
     ids = [server.call("POST", f"/executions/tests/{test_id}/run")["id"] for _ in range(3)]
     wait_for(
         lambda: server.call("GET", "/executions/queue/status")["active_count"], lambda n: n == 2
@@ -147,7 +132,7 @@ def test_kill_9_of_a_worker_its_runs_move_to_another_never_twice(
     assert {a["worker_id"].split(":")[1] for a in active} == {str(survivor.pid)}
     assert not (marks / "TWICE").exists()
 
-    (marks / "gate").touch()
+    (tmp_path / "gate").touch()
     wait_for(lambda: server.call("GET", "/executions?status=completed")["total"], lambda n: n == 3)
     assert not (marks / "TWICE").exists()
 
@@ -158,7 +143,7 @@ def test_cancel_reaches_a_run_on_another_host_within_a_second(
     server = _api(tmp_path, postgres_url, cluster)
     _worker(tmp_path, postgres_url, cluster)
     marks = tmp_path / "marks"
-    test_id = _held_test(server, marks)
+    test_id = _held_test(server, tmp_path)
     execution_id = server.call("POST", f"/executions/tests/{test_id}/run")["id"]
     wait_for(lambda: (marks / str(execution_id)).exists(), bool)
 

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from gates import GateRunner, with_gate
+from gates import GateRunner
 from testqueue import queue
 from testqueue.models import Result
-from testqueue.runners import Registry
 from testqueue.runners.base import StepRecord
 
 EXECUTIONS = "/api/v1/executions"
@@ -50,16 +49,6 @@ DETAIL_FIELDS = {
 }
 
 
-@pytest.fixture
-def gate() -> GateRunner:
-    return GateRunner()
-
-
-@pytest.fixture
-def registry(registry: Registry, gate: GateRunner) -> Registry:
-    return with_gate(registry, gate)
-
-
 async def claim(api: Any, count: int) -> list[queue.Claimed]:
     """Take the next `count` runs in line, as a worker would."""
     return await queue.settle(api.state.db, STAND_IN, [], count)
@@ -76,14 +65,6 @@ async def finish(api: Any, claimed: queue.Claimed, result: Result, **fields: Any
         progress=fields.get("progress"),
     )
     await queue.settle(api.state.db, STAND_IN, [done], 0)
-
-
-async def gate_test(api: Any, title: str = "gated") -> int:
-    response = await api.client.post(
-        "/api/v1/tests", json={"title": title, "runner": "gate"}, headers=api.admin
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
 
 
 async def post(api: Any, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
@@ -445,7 +426,7 @@ async def test_admin_changes_the_slots_at_runtime(api: Any, gate: GateRunner) ->
     )
     assert one.status_code == 200, one.text
     assert one.json() == {"max_concurrent": 1, "max_concurrent_default": 5, "paused": False}
-    test_id = await gate_test(api)
+    test_id = await api.gate_test()
     ids = [(await api.run(test_id))["id"] for _ in range(4)]
     await gate.wait_started(1)
     status = await api.get("/executions/queue/status")
@@ -479,7 +460,7 @@ async def test_statistics_active_and_workers_show_the_running_runs(
     api: Any, gate: GateRunner
 ) -> None:
     member = await api.member("sue")
-    test_id = await gate_test(api)
+    test_id = await api.gate_test()
     ids = [(await api.run(test_id))["id"] for _ in range(2)]
     await gate.wait_started(2)
 

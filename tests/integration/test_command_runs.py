@@ -69,7 +69,7 @@ async def test_timeout_of_a_command_is_recorded(api) -> None:  # type: ignore[no
     assert detail["run_seconds"] < 3
 
 
-async def test_browser_runner_missing_or_not_is_never_a_crash(api) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unknown_runner_kind_is_refused_when_saved(api) -> None:  # type: ignore[no-untyped-def]
     response = await api.client.post(
         "/api/v1/tests",
         json={"title": "unknown kind", "runner": "nonesuch"},

@@ -29,10 +29,8 @@ async def _running_now(db: Database) -> int:
 async def test_limit_holds_under_concurrent_enqueues_and_completions(
     api,
     settings,
-    registry: Registry,  # type: ignore[no-untyped-def]
+    gate: GateRunner,  # type: ignore[no-untyped-def]
 ) -> None:
-    gate = GateRunner()
-    with_gate(registry, gate)
     fast = settings.model_copy(update={"queue_check_interval": 0.05})
     others = []
     for n in range(2):
@@ -43,10 +41,7 @@ async def test_limit_holds_under_concurrent_enqueues_and_completions(
     for _, dispatcher in others:
         await dispatcher.start()
 
-    response = await api.client.post(
-        "/api/v1/tests", json={"title": "race", "runner": "gate"}, headers=api.admin
-    )
-    test_id = response.json()["id"]
+    test_id = await api.gate_test("race")
     rng = random.Random(7)
     samples: list[int] = []
 

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
-from gates import GateRunner, with_gate
+from gates import GateRunner
 from testqueue import queue
 from testqueue.dispatcher import Dispatcher
-from testqueue.runners import Registry
-
-
-@pytest.fixture
-def gate() -> GateRunner:
-    return GateRunner()
-
-
-@pytest.fixture
-def registry(registry: Registry, gate: GateRunner) -> Registry:
-    return with_gate(registry, gate)
-
-
-async def _gate_test(api, title: str = "gated", **fields) -> int:  # type: ignore[no-untyped-def]
-    response = await api.client.post(
-        "/api/v1/tests", json={"title": title, "runner": "gate", **fields}, headers=api.admin
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
 
 
 async def test_eight_runs_five_slots_fill_at_once(api, gate: GateRunner) -> None:  # type: ignore[no-untyped-def]
-    test_id = await _gate_test(api)
+    test_id = await api.gate_test()
     ids = [(await api.run(test_id))["id"] for _ in range(8)]
     await gate.wait_started(5)
     status = await api.get("/executions/queue/status")
@@ -56,7 +35,7 @@ async def test_strict_order_across_priorities_and_fifo_within(
     registry,
     gate: GateRunner,  # type: ignore[no-untyped-def]
 ) -> None:
-    test_id = await _gate_test(api_only)
+    test_id = await api_only.gate_test()
     priorities = [5, 1, 10, 1, 5, 3, "high", "low", 5]
     ids = [(await api_only.run(test_id, priority=p))["id"] for p in priorities]
     numeric = [{"high": 1, "low": 10}.get(p, p) for p in priorities]  # type: ignore[call-overload]
@@ -82,7 +61,7 @@ async def test_strict_order_across_priorities_and_fifo_within(
 
 
 async def test_positions_follow_priority_change_and_cancel(api_only) -> None:  # type: ignore[no-untyped-def]
-    test_id = await _gate_test(api_only)
+    test_id = await api_only.gate_test()
     ids = [(await api_only.run(test_id))["id"] for _ in range(5)]
     assert [(await api_only.get(f"/executions/{i}"))["queue_position"] for i in ids] == [
         1,
@@ -116,7 +95,7 @@ async def test_positions_follow_priority_change_and_cancel(api_only) -> None:  #
 
 
 async def test_paused_queue_claims_nothing_and_says_why(api_only) -> None:  # type: ignore[no-untyped-def]
-    test_id = await _gate_test(api_only)
+    test_id = await api_only.gate_test()
     response = await api_only.client.post("/api/v1/executions/queue/pause", headers=api_only.admin)
     assert response.json()["paused"] is True
     execution_id = (await api_only.run(test_id))["id"]
@@ -132,7 +111,7 @@ async def test_paused_queue_claims_nothing_and_says_why(api_only) -> None:  # ty
 
 
 async def test_slots_change_at_runtime(api, gate: GateRunner) -> None:  # type: ignore[no-untyped-def]
-    test_id = await _gate_test(api)
+    test_id = await api.gate_test()
     response = await api.client.post(
         "/api/v1/executions/bulk", json={"test_case_ids": [test_id] * 10}, headers=api.admin
     )

@@ -6,30 +6,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gates import GateRunner, with_gate
+from gates import GateRunner
 from testqueue import queue
 from testqueue.dispatcher import Dispatcher
-from testqueue.runners import Registry
 from waiting import until
 
 GHOST_LEASE_S = 0.3
 
 
-@pytest.fixture
-def gate() -> GateRunner:
-    return GateRunner()
-
-
-@pytest.fixture
-def registry(registry: Registry, gate: GateRunner) -> Registry:
-    return with_gate(registry, gate)
-
-
 async def _enqueue(api, count: int) -> list[int]:  # type: ignore[no-untyped-def]
-    response = await api.client.post(
-        "/api/v1/tests", json={"title": "gated", "runner": "gate"}, headers=api.admin
-    )
-    test_id = response.json()["id"]
+    test_id = await api.gate_test()
     return [(await api.run(test_id))["id"] for _ in range(count)]
 
 

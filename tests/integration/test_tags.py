@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from gates import GateRunner, with_gate
+from gates import GateRunner
 from testqueue.dispatcher import Dispatcher
 from testqueue.runners import Registry
 
 
 async def _tagged(api, tags: list[str]) -> int:  # type: ignore[no-untyped-def]
-    response = await api.client.post(
-        "/api/v1/tests",
-        json={"title": f"needs {tags}", "runner": "gate", "required_tags": tags},
-        headers=api.admin,
-    )
-    assert response.status_code == 201, response.text
-    assert response.json()["required_tags"] == sorted(tags)
-    return int(response.json()["id"])
+    test_id = await api.gate_test(f"needs {tags}", required_tags=tags)
+    assert (await api.get(f"/tests/{test_id}"))["required_tags"] == sorted(tags)
+    return test_id
 
 
 async def test_only_a_worker_with_every_tag_claims_and_the_rest_wait_saying_why(
     api_only,
     settings,
-    registry: Registry,  # type: ignore[no-untyped-def]
+    registry: Registry,
+    gate: GateRunner,  # type: ignore[no-untyped-def]
 ) -> None:
-    gate = GateRunner()
-    with_gate(registry, gate)
     gpu = await _tagged(api_only, ["gpu", "linux"])
     linux = await _tagged(api_only, ["linux"])
     plain = await _tagged(api_only, [])

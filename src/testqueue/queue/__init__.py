@@ -18,7 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors
 from testqueue.database import Database
-from testqueue.models import Execution, QueueState, Status, TestCase, utcnow
+from testqueue.models import (
+    PRIORITY_WORDS,
+    TRANSITIONS,
+    Execution,
+    QueueState,
+    Status,
+    TestCase,
+    utcnow,
+)
 from testqueue.queue import dialect
 from testqueue.queue.claims import (
     Beat,
@@ -66,7 +74,6 @@ __all__ = [
 ]
 
 E = Execution
-PRIORITY_WORDS = {"high": 1, "medium": 5, "low": 10}
 
 
 def parse_priority(value: int | str) -> int:
@@ -246,6 +253,9 @@ async def set_priority(
 
 
 async def _move(conn: AsyncConnection, execution_id: int, expected: Status, **values: Any) -> None:
+    target = values.get("status", expected)
+    if target != expected and target not in TRANSITIONS[expected]:
+        raise errors.InvalidTransition(f"an execution cannot move from {expected} to {target}")
     result = await conn.execute(
         update(E).where(E.id == execution_id, E.status == expected).values(**values)
     )

@@ -205,11 +205,10 @@ def _free_slots() -> Any:
 
 
 @functools.cache
-def _take(tags: frozenset[str], skip_locked: bool) -> Any:
+def _take(tags: frozenset[str], skip_locked: Callable[[Any], Any]) -> Any:
     """UPDATE ... WHERE id IN (the first free-slots in line) RETURNING what a run needs."""
     candidates = select(E.id).where(line_filter(tags)).order_by(*LINE_ORDER).limit(_free_slots())
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = skip_locked(candidates)
     return (
         update(E)
         .where(E.id.in_(candidates.scalar_subquery()))
@@ -241,7 +240,7 @@ async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: in
         "claim_now": now,
         "claim_lease": now + timedelta(seconds=claimer.lease_ttl_s),
     }
-    taken = (await conn.execute(_take(claimer.tags, not db.is_sqlite), params)).all()
+    taken = (await conn.execute(_take(claimer.tags, dialect.of(db).skip_locked), params)).all()
     if not taken:
         return []
     case_ids = {row.test_case_id for row in taken if row.test_case_id is not None}
