@@ -679,7 +679,7 @@ def machine() -> list[str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = []
-    for package in ("uvicorn", "uvloop", "httptools", "fastapi", "sqlalchemy", "aiosqlite"):
+    for package in ("uvicorn", "uvloop", "httptools", "fastapi", "sqlalchemy"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:

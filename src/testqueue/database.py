@@ -1,10 +1,11 @@
 """Engines, migrations and the in-process wake-up signal.
 
 SQLite runs in WAL mode with one writer connection per process: writes queue
-up on that connection in asyncio instead of spinning on the file lock, and
-each write transaction starts with `BEGIN IMMEDIATE` so a read can never be
-upgraded to a write behind another writer's back. Reads use their own pool.
-PostgreSQL uses one pool for both; its locking lives in `queue.postgres`.
+up for it in asyncio instead of spinning on the file lock, and each write
+transaction starts with `BEGIN IMMEDIATE` so a read can never be upgraded to
+a write behind another writer's back. Reads use their own pool. Both run
+inline on the loop's thread (`sqlite_driver`). PostgreSQL uses one async pool
+for both; its locking lives in `queue.postgres`.
 """
 
 from __future__ import annotations
@@ -13,30 +14,47 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
 
 from testqueue import sqlite_driver
 from testqueue.config import Settings, worker_identity
+from testqueue.sqlite_driver import Rows
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Read connections kept open between reads; more are opened when needed, never waited for.
+SQLITE_READERS_KEPT = 8
+
+
+class Conn(Protocol):
+    """A connection inside a transaction, as the queue uses it.
+
+    `AsyncConnection` on PostgreSQL, `sqlite_driver.InlineConnection` on SQLite.
+    """
+
+    @property
+    def dialect(self) -> Dialect:
+        """The database's SQLAlchemy dialect."""
+        ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Rows:
+        """Run one statement; the result is read like a blocking one."""
+        ...
 
 
 def async_url(database_url: str) -> URL:
-    """The URL with the async driver this project uses for its dialect."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        return url.set(drivername="sqlite+aiosqlite")
-    return url.set(drivername="postgresql+psycopg")
+    """The PostgreSQL URL with the async driver this project uses."""
+    return make_url(database_url).set(drivername="postgresql+psycopg")
 
 
 def sync_url(database_url: str) -> URL:
-    """The URL with the blocking driver, for migrations."""
+    """The URL with the blocking driver, for SQLite and for migrations."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return url.set(drivername="sqlite")
@@ -51,11 +69,19 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(url.database)
 
 
-def _tune_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_engine(settings: Settings, **pool: Any) -> Engine:
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        sync_url(settings.database_url),
+        creator=sqlite_driver.opener(str(path) if path else ":memory:"),
+        **pool,
+    )
+    synchronous = settings.sqlite_synchronous
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN is ours to choose.
-        dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives any process crash; only power loss can
@@ -65,11 +91,7 @@ def _tune_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str) -> N
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+    return engine
 
 
 def application_name() -> str:
@@ -83,43 +105,47 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
-        url = async_url(settings.database_url)
+        self._engine: AsyncEngine | None = None
         if self.is_sqlite:
-            path = sqlite_path(settings.database_url)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            connect = sqlite_driver.creator(str(path) if path else ":memory:")
-            self.writer = create_async_engine(
-                url, async_creator=connect, pool_size=1, max_overflow=0, pool_timeout=60
+            # One connection, taken in turn through `_write_turn`.
+            self._sqlite_writer = _sqlite_engine(settings, pool_size=1, max_overflow=0)
+            self._sqlite_reader = _sqlite_engine(
+                settings, pool_size=SQLITE_READERS_KEPT, max_overflow=-1
             )
-            self.reader = create_async_engine(
-                url, async_creator=connect, pool_size=8, max_overflow=8
-            )
-            mode = settings.sqlite_synchronous
-            _tune_sqlite(self.writer, immediate=True, synchronous=mode)
-            _tune_sqlite(self.reader, immediate=False, synchronous=mode)
+            self._write_turn = asyncio.Lock()
         else:
-            self.writer = create_async_engine(
-                url,
+            self._engine = create_async_engine(
+                async_url(settings.database_url),
                 pool_size=10,
                 max_overflow=20,
                 connect_args={"application_name": application_name()},
             )
-            self.reader = self.writer
         self.wakeup = asyncio.Event()
         self.cancel_requests: set[int] = set()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Conn]:
         """A write transaction: committed on exit, rolled back on error."""
-        async with self.writer.begin() as conn:
-            yield conn
+        if self._engine is not None:
+            async with self._engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_turn:
+            with self._sqlite_writer.connect() as sync:
+                await sqlite_driver.begin_immediate(cast(Any, sync.connection.driver_connection))
+                with sync.begin():  # SQLAlchemy's half; pysqlite sends nothing for it
+                    yield sqlite_driver.InlineConnection(sync)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Conn]:
         """A read-only transaction on a consistent snapshot."""
-        async with self.reader.connect() as conn, conn.begin():
-            yield conn
+        if self._engine is not None:
+            async with self._engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._sqlite_reader.connect() as sync, sync.begin():
+            cast(Any, sync.connection.driver_connection).execute("BEGIN")
+            yield sqlite_driver.InlineConnection(sync)
 
     def wake(self) -> None:
         """Wake this process's dispatcher; `queue` calls it after each commit that matters."""
@@ -131,9 +157,11 @@ class Database:
         self.wakeup.set()
 
     async def dispose(self) -> None:
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
+        else:
+            self._sqlite_writer.dispose()
+            self._sqlite_reader.dispose()
 
 
 def alembic_config(database_url: str) -> Config:

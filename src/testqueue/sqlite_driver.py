@@ -1,23 +1,27 @@
-"""aiosqlite's interface, run on the event loop's own thread.
+"""SQLite, run inline on the event loop's own thread.
 
-aiosqlite hands every call to a helper thread and back: about a tenth of a
-millisecond each on a small machine, tens of them per request. SQLite's own
-work for a queue statement is a few microseconds, and in WAL mode a reader
-never waits for the writer, while this process has one writer connection
-(see `database`). So the calls run inline. A writer that finds the write
-lock taken by another connection (another process, or a second database
-object in this one) waits for it in asyncio, never inside SQLite's busy
-handler, so the loop keeps running meanwhile.
+SQLite's own work for a queue statement is a few microseconds, and in WAL
+mode a reader never waits for the writer, while this process has one writer
+connection (see `database`). Handing each call to a helper thread (aiosqlite)
+costs about a tenth of a millisecond, and SQLAlchemy's asyncio layer about
+two thirds of what is left (a greenlet per statement), so SQLite statements
+run through SQLAlchemy's blocking `Connection`, behind the one async method
+the queue uses: `await conn.execute(...)`.
 
-SQLAlchemy's `sqlite+aiosqlite` dialect drives this through `async_creator`.
+A writer that finds the write lock taken by another connection (another
+process, or a second database object in this one) waits for it in asyncio,
+never inside SQLite's busy handler, so the loop keeps running meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.sql.base import Executable
 
 # How long a writer waits for another connection's write lock before giving up.
 WRITE_LOCK_TIMEOUT_S = 30.0
@@ -26,62 +30,27 @@ WRITE_LOCK_MAX_WAIT_S = 0.02
 # SQLite's own busy handler blocks the loop, so it only covers brief waits.
 BUSY_TIMEOUT_MS = 50
 
+# What `execute` gives back, any number of columns.
+Rows = CursorResult[*tuple[Any, ...]]
 
-class _Cursor:
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor
 
-    async def __aenter__(self) -> _Cursor:
-        return self
+class InlineConnection:
+    """A blocking SQLAlchemy connection behind `Conn.execute`'s signature."""
 
-    async def __aexit__(self, *_exc: object) -> None:
-        self._cursor.close()
+    __slots__ = ("sync",)
 
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
+    def __init__(self, sync: Connection) -> None:
+        self.sync = sync
 
     @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
+    def dialect(self) -> Dialect:
+        return self.sync.dialect
 
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
-
-    @property
-    def arraysize(self) -> int:
-        return self._cursor.arraysize
-
-    @arraysize.setter
-    def arraysize(self, value: int) -> None:
-        self._cursor.arraysize = value
-
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> _Cursor:
-        if sql == "BEGIN IMMEDIATE":
-            await _begin_immediate(self._cursor)
-        else:
-            self._cursor.execute(sql, parameters)
-        return self
-
-    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> _Cursor:
-        self._cursor.executemany(sql, parameters)
-        return self
-
-    async def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
-
-    async def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._cursor.fetchmany(size or self._cursor.arraysize)
-
-    async def close(self) -> None:
-        self._cursor.close()
+    async def execute(self, statement: Executable, parameters: Any = None) -> Rows:
+        return self.sync.execute(statement, parameters)
 
 
-async def _begin_immediate(cursor: sqlite3.Cursor) -> None:
+async def begin_immediate(conn: sqlite3.Connection) -> None:
     """Take the write lock, waiting in asyncio while another connection holds it.
 
     Waiting inside SQLite's busy handler would stop this loop, and with it a
@@ -93,7 +62,7 @@ async def _begin_immediate(cursor: sqlite3.Cursor) -> None:
     delay = WRITE_LOCK_FIRST_WAIT_S
     while True:
         try:
-            cursor.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or loop.time() >= deadline:
@@ -102,61 +71,11 @@ async def _begin_immediate(cursor: sqlite3.Cursor) -> None:
         delay = min(delay * 2, WRITE_LOCK_MAX_WAIT_S)
 
 
-class _Inline:
-    """Stands in for aiosqlite's request queue: runs the call at once."""
+def opener(path: str) -> Callable[[], sqlite3.Connection]:
+    """A `creator` for `create_engine`: connections SQLAlchemy never begins on its own."""
 
-    def __init__(self) -> None:
-        pass
-
-    def put_nowait(self, item: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
-        future, function = item
-        try:
-            future.set_result(function())
-        except Exception as exc:
-            future.set_exception(exc)
-
-
-class Connection:
-    """The subset of `aiosqlite.Connection` SQLAlchemy's dialect uses."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._connection: sqlite3.Connection | None = conn
-        self._tx = _Inline()
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._conn.isolation_level
-
-    def cursor(self) -> _Cursor:
-        return _Cursor(self._conn.cursor())
-
-    async def commit(self) -> None:
-        self._conn.commit()
-
-    async def rollback(self) -> None:
-        self._conn.rollback()
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
-
-    async def create_function(self, *args: Any, **kwargs: Any) -> None:
-        self._conn.create_function(*args, **kwargs)
-
-    def stop(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
-
-
-def creator(path: str) -> Callable[[], Any]:
-    """An `async_creator` for `create_async_engine` that opens `path` inline."""
-
-    async def connect() -> Connection:
-        # One connection is only ever used by one task at a time (the pool
-        # hands it out), all on the loop's thread.
-        return Connection(sqlite3.connect(path, check_same_thread=False, isolation_level=None))
+    def connect() -> sqlite3.Connection:
+        # Only ever used on the loop's thread; migrations open their own engine.
+        return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
 
     return connect

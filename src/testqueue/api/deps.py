@@ -59,7 +59,12 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-State = Annotated[AppState, Depends(get_state)]
+async def _state(request: Request) -> AppState:
+    """Async so that FastAPI calls it inline rather than in its thread pool."""
+    return get_state(request)
+
+
+State = Annotated[AppState, Depends(_state)]
 
 
 _ACTOR = select(User.id, User.username, User.role, User.is_active).where(

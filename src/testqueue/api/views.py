@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors
 from testqueue.api.deps import AppState
+from testqueue.database import Conn
 from testqueue.models import (
     Artifact,
     Execution,
@@ -47,7 +47,7 @@ def _selection() -> Any:
     )
 
 
-async def load_execution(conn: AsyncConnection, execution_id: int) -> Any:
+async def load_execution(conn: Conn, execution_id: int) -> Any:
     row = (await conn.execute(_selection().where(E.id == execution_id))).mappings().one_or_none()
     if row is None:
         raise errors.NotFound(f"execution {execution_id} does not exist")
@@ -55,7 +55,7 @@ async def load_execution(conn: AsyncConnection, execution_id: int) -> Any:
 
 
 async def execution_rows(
-    conn: AsyncConnection, where: list[ColumnElement[bool]], limit: int, offset: int
+    conn: Conn, where: list[ColumnElement[bool]], limit: int, offset: int
 ) -> list[ExecutionPublic]:
     rows = await conn.execute(
         _selection().where(*where).order_by(E.id.desc()).limit(limit).offset(offset)
@@ -101,7 +101,7 @@ async def execution_detail(state: AppState, execution_id: int) -> ExecutionPubli
     return detail
 
 
-async def _steps(conn: AsyncConnection, execution_id: int) -> list[StepPublic]:
+async def _steps(conn: Conn, execution_id: int) -> list[StepPublic]:
     rows = await conn.execute(
         select(ExecutionStep.__table__)
         .where(ExecutionStep.execution_id == execution_id)
@@ -110,7 +110,7 @@ async def _steps(conn: AsyncConnection, execution_id: int) -> list[StepPublic]:
     return [StepPublic.model_validate(dict(row)) for row in rows.mappings()]
 
 
-async def _artifacts(conn: AsyncConnection, execution_id: int) -> list[ArtifactPublic]:
+async def _artifacts(conn: Conn, execution_id: int) -> list[ArtifactPublic]:
     rows = await conn.execute(
         select(Artifact.__table__)
         .where(Artifact.execution_id == execution_id)

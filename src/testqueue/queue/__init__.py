@@ -14,10 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors
-from testqueue.database import Database
+from testqueue.database import Conn, Database
 from testqueue.models import (
     PRIORITY_WORDS,
     TRANSITIONS,
@@ -127,9 +126,7 @@ async def enqueue(
     return [Queued(r.id, r.test_case_id, r.priority, positions[r.id]) for r in inserted]
 
 
-async def _positions_of_new(
-    conn: AsyncConnection, inserted: Sequence[Any], now: datetime
-) -> dict[int, int]:
+async def _positions_of_new(conn: Conn, inserted: Sequence[Any], now: datetime) -> dict[int, int]:
     """Positions of rows just queued together, one count per distinct priority.
 
     They share `queued_at` (the newest in the line) and ids rise in the order
@@ -151,7 +148,7 @@ _CASES = select(TestCase.id, TestCase.priority, TestCase.test_data, TestCase.req
 _INSERT = insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
 
 
-async def _load_cases(conn: AsyncConnection, ids: set[int]) -> dict[int, Any]:
+async def _load_cases(conn: Conn, ids: set[int]) -> dict[int, Any]:
     rows = (await conn.execute(_CASES, {"ids": list(ids)})).all()
     found = {row.id: row for row in rows}
     missing = sorted(ids - found.keys())
@@ -187,7 +184,7 @@ def _pending_row(
     }
 
 
-async def _owned(conn: AsyncConnection, execution_id: int, owner_id: int | None) -> Any:
+async def _owned(conn: Conn, execution_id: int, owner_id: int | None) -> Any:
     """The row's status and owner; NotFound or Forbidden before any write."""
     row = (
         await conn.execute(
@@ -252,7 +249,7 @@ async def set_priority(
     return position
 
 
-async def _move(conn: AsyncConnection, execution_id: int, expected: Status, **values: Any) -> None:
+async def _move(conn: Conn, execution_id: int, expected: Status, **values: Any) -> None:
     target = values.get("status", expected)
     if target != expected and target not in TRANSITIONS[expected]:
         raise errors.InvalidTransition(f"an execution cannot move from {expected} to {target}")

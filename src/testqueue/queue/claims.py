@@ -16,9 +16,8 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from testqueue.database import Database
+from testqueue.database import Conn, Database
 from testqueue.models import (
     Artifact,
     Execution,
@@ -152,9 +151,7 @@ _FINISH = (
 )
 
 
-async def _record_finished(
-    conn: AsyncConnection, worker_id: str, finished: Sequence[Finished]
-) -> None:
+async def _record_finished(conn: Conn, worker_id: str, finished: Sequence[Finished]) -> None:
     now = utcnow()
     await conn.execute(
         _FINISH,
@@ -231,7 +228,7 @@ def _take(tags: frozenset[str], skip_locked: Callable[[Any], Any]) -> Any:
     )
 
 
-async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: int) -> list[Claimed]:
+async def _claim(db: Database, conn: Conn, claimer: Claimer, want: int) -> list[Claimed]:
     now = utcnow()
     params = {
         "claim_want": want,
@@ -263,7 +260,7 @@ async def _claim(db: Database, conn: AsyncConnection, claimer: Claimer, want: in
     ]
 
 
-async def save_progress(conn: AsyncConnection, progress: Sequence[Progress]) -> None:
+async def save_progress(conn: Conn, progress: Sequence[Progress]) -> None:
     """Store logs, steps and artifacts so they can be read while the run goes on.
 
     A handful of statements for any number of runs: one pass may save many.
@@ -389,7 +386,7 @@ async def heartbeat(
 STALE_WORKER_AGE = timedelta(hours=1)
 
 
-async def _recover_expired(conn: AsyncConnection, now: datetime, max_attempts: int) -> int:
+async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
     """Runs whose lease ran out go back to their place in line, or end after MAX_ATTEMPTS."""
     expired = and_(RUNNING, E.lease_expires_at < now)
     lost = {"worker_id": None, "lease_expires_at": None}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from testqueue.database import Database
+from testqueue.database import Conn, Database
 from testqueue.queue import postgres, sqlite
 
 
@@ -14,6 +12,6 @@ def of(db: Database) -> ModuleType:
     return sqlite if db.is_sqlite else postgres
 
 
-async def signal(db: Database, conn: AsyncConnection, payload: str = "") -> None:
+async def signal(db: Database, conn: Conn, payload: str = "") -> None:
     """Wake other hosts' dispatchers when this transaction commits (NOTIFY on PostgreSQL)."""
     await of(db).notify(conn, payload)

@@ -23,8 +23,8 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from testqueue.database import Conn
 from testqueue.models import Execution
 
 E = Execution
@@ -83,15 +83,13 @@ def _count_ahead_statement() -> Any:
 _COUNT_AHEAD = _count_ahead_statement()
 
 
-async def count_ahead(
-    conn: AsyncConnection, priority: int, queued_at: datetime, execution_id: int
-) -> int:
+async def count_ahead(conn: Conn, priority: int, queued_at: datetime, execution_id: int) -> int:
     """How many pending executions start before this place in the line."""
     params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
     return int((await conn.execute(_COUNT_AHEAD, params)).scalar_one())
 
 
-async def position_of(conn: AsyncConnection, execution_id: int) -> int | None:
+async def position_of(conn: Conn, execution_id: int) -> int | None:
     """1 = next to start; None when the execution is not pending."""
     row = (
         await conn.execute(select(E.priority, E.queued_at).where(E.id == execution_id, PENDING))

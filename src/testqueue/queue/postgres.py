@@ -16,9 +16,8 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy import Select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from testqueue.database import application_name
+from testqueue.database import Conn, application_name
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ RECONNECT_DELAY_MAX_S = 5.0
 LISTEN_TIMEOUT_S = 0.5
 
 
-async def lock_line(conn: AsyncConnection) -> None:
+async def lock_line(conn: Conn) -> None:
     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LINE_LOCK_KEY})
 
 
@@ -38,7 +37,7 @@ def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:
     return stmt.with_for_update(skip_locked=True)
 
 
-async def notify(conn: AsyncConnection, payload: str = "") -> None:
+async def notify(conn: Conn, payload: str = "") -> None:
     """Delivered to every listener when the transaction commits, and only then."""
     await conn.execute(
         text("SELECT pg_notify(:channel, :payload)"),

@@ -9,10 +9,11 @@ drops `FOR UPDATE` on SQLite, so no query here pretends to lock rows.
 from __future__ import annotations
 
 from sqlalchemy import Select
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from testqueue.database import Conn
 
 
-async def lock_line(conn: AsyncConnection) -> None:
+async def lock_line(conn: Conn) -> None:
     """The transaction already holds the database's write lock."""
 
 
@@ -20,5 +21,5 @@ def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:
     return stmt
 
 
-async def notify(conn: AsyncConnection, payload: str = "") -> None:
+async def notify(conn: Conn, payload: str = "") -> None:
     """Other processes on SQLite learn of changes by the safety-net poll and heartbeats."""

@@ -10,9 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from testqueue.database import Database
+from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, Worker, as_utc, utcnow
 from testqueue.queue.positions import LINE_ORDER, PENDING, RUNNING, decode_tags
 
@@ -37,7 +36,7 @@ class Snapshot:
 
 
 async def slots_and_counts(
-    conn: AsyncConnection, default_slots: int, *, count_pending: bool = True
+    conn: Conn, default_slots: int, *, count_pending: bool = True
 ) -> tuple[int, int, int, bool]:
     """(max_concurrent, running, pending, paused) from one statement.
 
@@ -126,7 +125,7 @@ def live_after(lease_ttl_s: float) -> datetime:
     return utcnow() - timedelta(seconds=lease_ttl_s)
 
 
-async def live_worker_tags(conn: AsyncConnection, lease_ttl_s: float) -> list[set[str]]:
+async def live_worker_tags(conn: Conn, lease_ttl_s: float) -> list[set[str]]:
     """The tag sets of the workers that beat within the lease."""
     rows = await conn.execute(
         select(Worker.tags).where(Worker.last_seen_at >= live_after(lease_ttl_s))

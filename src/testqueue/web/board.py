@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.api.deps import AppState
+from testqueue.database import Conn
 from testqueue.models import Execution, QueueState, TestCase, User, as_utc, utcnow
 from testqueue.queue import status as queue_status
 from testqueue.queue.positions import PENDING, RUNNING
@@ -54,7 +54,7 @@ async def fingerprint(state: AppState) -> tuple[Any, ...]:
 
 
 async def _names(
-    conn: AsyncConnection, case_ids: Iterable[int | None], user_ids: Iterable[int | None]
+    conn: Conn, case_ids: Iterable[int | None], user_ids: Iterable[int | None]
 ) -> tuple[dict[int, Any], dict[int, str]]:
     wanted_cases = {i for i in case_ids if i is not None}
     wanted_users = {i for i in user_ids if i is not None}

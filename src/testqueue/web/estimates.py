@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from testqueue.database import Conn
 from testqueue.models import Execution, Status, as_utc
 
 E = Execution
@@ -51,7 +51,7 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-async def recent_durations(conn: AsyncConnection, test_case_ids: Iterable[int | None]) -> Durations:
+async def recent_durations(conn: Conn, test_case_ids: Iterable[int | None]) -> Durations:
     """Medians from the last runs of each test case; one indexed query per test case."""
     finished = (E.status == Status.COMPLETED, E.started_at.is_not(None))
     overall = await conn.execute(

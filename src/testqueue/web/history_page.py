@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue.api import views
 from testqueue.api.deps import get_state
+from testqueue.database import Conn
 from testqueue.models import Execution, Result, Status, TestCase, User
 from testqueue.web import forms, trends
 from testqueue.web.render import PageRoute, page
@@ -22,7 +22,7 @@ PAGE_SIZE = 25
 CHOICES_SHOWN = 500
 
 
-async def _choices(conn: AsyncConnection) -> tuple[list[Any], list[Any]]:
+async def _choices(conn: Conn) -> tuple[list[Any], list[Any]]:
     """The test cases and users the filters offer."""
     cases = await conn.execute(
         select(TestCase.id, TestCase.title).order_by(TestCase.title).limit(CHOICES_SHOWN)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from testqueue.database import Conn
 from testqueue.models import Execution, Result, Status, TestCase, as_utc
 from testqueue.web import charts
 from testqueue.web.render import span
@@ -50,7 +50,7 @@ def bucket_size(first: datetime, last: datetime) -> int:
     return BUCKET_SIZES_S[-1]
 
 
-async def _recent(conn: AsyncConnection, where: list[ColumnElement[bool]]) -> list[Any]:
+async def _recent(conn: Conn, where: list[ColumnElement[bool]]) -> list[Any]:
     rows = await conn.execute(
         select(E.test_case_id, E.result, E.started_at, E.completed_at, TestCase.title)
         .join(TestCase, TestCase.id == E.test_case_id)
@@ -61,7 +61,7 @@ async def _recent(conn: AsyncConnection, where: list[ColumnElement[bool]]) -> li
     return list(rows)
 
 
-async def trends(conn: AsyncConnection, test_case_id: int | None) -> list[Trend]:
+async def trends(conn: Conn, test_case_id: int | None) -> list[Trend]:
     """The busiest test cases of late (or the one asked for), each with its two charts."""
     where = [] if test_case_id is None else [E.test_case_id == test_case_id]
     rows = await _recent(conn, where)

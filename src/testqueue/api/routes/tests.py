@@ -11,10 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from testqueue import errors, queue
 from testqueue.api.deps import Actor, CurrentActor, Offset, State, TestCaseId
+from testqueue.database import Conn
 from testqueue.models import RunnerKind, TestCase, utcnow
 from testqueue.queue.positions import decode_tags, encode_tags
 from testqueue.schemas import (
@@ -129,7 +129,7 @@ async def delete_test_case(state: State, test_case_id: TestCaseId, actor: Curren
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def _load(conn: AsyncConnection, test_case_id: int) -> Any:
+async def _load(conn: Conn, test_case_id: int) -> Any:
     row = (
         (await conn.execute(select(T.__table__).where(T.id == test_case_id)))
         .mappings()
