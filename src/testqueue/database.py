@@ -106,6 +106,7 @@ class Database:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
         self._engine: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
         if self.is_sqlite:
             # One connection, taken in turn through `_write_turn`.
             self._sqlite_writer = _sqlite_engine(settings, pool_size=1, max_overflow=0)
@@ -114,11 +115,19 @@ class Database:
             )
             self._write_turn = asyncio.Lock()
         else:
+            url = async_url(settings.database_url)
+            connect_args = {"application_name": application_name()}
             self._engine = create_async_engine(
-                async_url(settings.database_url),
-                pool_size=10,
+                url, pool_size=10, max_overflow=20, connect_args=connect_args
+            )
+            # Under READ COMMITTED every statement reads its own snapshot, in a
+            # transaction or not; without one a read is one round trip, not three.
+            self._reader = create_async_engine(
+                url,
+                pool_size=5,
                 max_overflow=20,
-                connect_args={"application_name": application_name()},
+                connect_args=connect_args,
+                isolation_level="AUTOCOMMIT",
             )
         self.wakeup = asyncio.Event()
         self.cancel_requests: set[int] = set()
@@ -138,9 +147,10 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
-        """A read-only transaction on a consistent snapshot."""
-        if self._engine is not None:
-            async with self._engine.connect() as conn, conn.begin():
+        """Reads. SQLite: one snapshot for the whole block. PostgreSQL: each
+        statement sees what was committed when it started (READ COMMITTED)."""
+        if self._reader is not None:
+            async with self._reader.connect() as conn:
                 yield conn
             return
         with self._sqlite_reader.connect() as sync, sync.begin():
@@ -157,8 +167,9 @@ class Database:
         self.wakeup.set()
 
     async def dispose(self) -> None:
-        if self._engine is not None:
+        if self._engine is not None and self._reader is not None:
             await self._engine.dispose()
+            await self._reader.dispose()
         else:
             self._sqlite_writer.dispose()
             self._sqlite_reader.dispose()

@@ -77,3 +77,22 @@ async def test_an_unknown_runner_kind_is_refused_when_saved(api) -> None:  # typ
     )
     assert response.status_code == 422
     assert "runner 'nonesuch' is unknown" in response.json()["detail"]
+
+
+async def test_a_run_after_an_edit_runs_the_edited_command(api) -> None:  # type: ignore[no-untyped-def]
+    test_id = await api.command_test(["echo", "before"])
+
+    async def run_log() -> str:
+        execution_id = (await api.run(test_id))["id"]
+        await until(
+            lambda: api.get(f"/executions/{execution_id}"), lambda d: d["status"] == "completed"
+        )
+        response = await api.client.get(f"/api/v1/executions/{execution_id}/log", headers=api.admin)
+        return str(response.text)
+
+    assert await run_log() == "before\n"
+    response = await api.client.put(
+        f"/api/v1/tests/{test_id}", json={"command": ["echo", "after"]}, headers=api.admin
+    )
+    assert response.status_code == 200, response.text
+    assert await run_log() == "after\n"
