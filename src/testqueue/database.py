@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
 from testqueue import sqlite_driver
@@ -150,12 +150,20 @@ class Database:
         """Reads. SQLite: one snapshot for the whole block. PostgreSQL: each
         statement sees what was committed when it started (READ COMMITTED)."""
         if self._reader is not None:
-            async with self._reader.connect() as conn:
+            async with self.autocommit() as conn:
                 yield conn
             return
         with self._sqlite_reader.connect() as sync, sync.begin():
             cast(Any, sync.connection.driver_connection).execute("BEGIN")
             yield sqlite_driver.InlineConnection(sync)
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL: a pooled connection outside any transaction, for code that opens its own."""
+        if self._reader is None:
+            raise RuntimeError("autocommit connections are for PostgreSQL")
+        async with self._reader.connect() as conn:
+            yield conn
 
     def wake(self) -> None:
         """Wake this process's dispatcher; `queue` calls it after each commit that matters."""

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from testqueue.database import Conn, Database
@@ -97,10 +108,12 @@ async def settle(
     locking whether a slot is free and something waits: many workers woken
     by one NOTIFY then queue on the claim lock only when there is work.
     """
-    if not finished and (want <= 0 or not await _worth_claiming(db, claimer)):
+    if not finished and want <= 0:
         return []
-    async with db.write() as conn:
-        await dialect.of(db).lock_line(conn)
+    worth = None if finished else _worth_claiming(claimer.default_slots)
+    async with dialect.of(db).claiming(db, worth) as conn:
+        if conn is None:
+            return []
         if finished:
             await _record_finished(conn, claimer.worker_id, finished)
             await save_progress(conn, [f.progress for f in finished if f.progress])
@@ -110,22 +123,16 @@ async def settle(
     return claimed
 
 
-async def _worth_claiming(db: Database, claimer: Claimer) -> bool:
-    """A lock-free look: is the queue running with a free slot and a run waiting?
+@functools.cache
+def _worth_claiming(default_slots: int) -> ColumnElement[bool]:
+    """Is the queue running with a free slot and a run waiting?
 
-    Only a hint; the claim counts again under the lock.
+    Only a hint, read before the claim's lock; the claim counts again under it.
     """
-    if db.is_sqlite:
-        return True  # one writer already; the look would cost as much as the claim
     running = select(func.count()).where(RUNNING).scalar_subquery()
     waiting = select(E.id).where(PENDING).limit(1).exists()
-    async with db.read() as conn:
-        row = (
-            await conn.execute(
-                select(QueueState.paused, QueueState.max_concurrent, running, waiting)
-            )
-        ).one()
-    return not row[0] and row[2] < (row[1] or claimer.default_slots) and bool(row[3])
+    slots = func.coalesce(QueueState.max_concurrent, default_slots)
+    return and_(QueueState.id == 1, QueueState.paused.is_(False), running < slots, waiting)
 
 
 _FINISH = (

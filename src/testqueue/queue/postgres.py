@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import psycopg
-from sqlalchemy import Select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import ColumnElement, Select, func, select, text
+from sqlalchemy.engine import Dialect, make_url
 
-from testqueue.database import Conn, application_name
+from testqueue.database import Conn, Database, application_name
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,45 @@ RECONNECT_DELAY_MAX_S = 5.0
 LISTEN_TIMEOUT_S = 0.5
 
 
-async def lock_line(conn: Conn) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LINE_LOCK_KEY})
+@asynccontextmanager
+async def claiming(db: Database, worth: ColumnElement[bool] | None) -> AsyncIterator[Conn | None]:
+    """A transaction holding the claim lock, or None when `worth` says there is nothing to take.
+
+    BEGIN and the lock go to the server as one message (psycopg sends BEGIN
+    on its own otherwise), and the look at whether claiming is worth it rides
+    along: a claim is three round trips, a look that finds nothing two.
+    """
+    async with db.autocommit() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        cursor = await raw.execute(_opening(worth, conn.dialect))
+        cursor.nextset()
+        try:
+            if await cursor.fetchone() is None:
+                yield None
+            else:
+                yield conn
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):  # a broken connection has no transaction
+                await raw.execute("ROLLBACK")
+            raise
+        await raw.execute("COMMIT")
+
+
+def _opening(worth: ColumnElement[bool] | None, dialect: Dialect) -> str:
+    """BEGIN, then the lock, taken only if `worth` holds; a row comes back when it was taken."""
+    kept = _openings.get(id(worth))
+    if kept is None:
+        lock = select(func.pg_advisory_xact_lock(LINE_LOCK_KEY))
+        if worth is not None:
+            lock = lock.where(worth)
+        sql = lock.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        kept = _openings[id(worth)] = (worth, f"BEGIN; {sql}")
+    return kept[1]
+
+
+# Compiled once per condition (the condition is kept too, so its id stays its own).
+_openings: dict[int, tuple[ColumnElement[bool] | None, str]] = {}
 
 
 def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:

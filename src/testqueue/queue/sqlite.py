@@ -8,13 +8,22 @@ drops `FOR UPDATE` on SQLite, so no query here pretends to lock rows.
 
 from __future__ import annotations
 
-from sqlalchemy import Select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from testqueue.database import Conn
+from sqlalchemy import ColumnElement, Select
+
+from testqueue.database import Conn, Database
 
 
-async def lock_line(conn: Conn) -> None:
-    """The transaction already holds the database's write lock."""
+@asynccontextmanager
+async def claiming(db: Database, worth: ColumnElement[bool] | None) -> AsyncIterator[Conn | None]:
+    """A write transaction: it already holds the database's write lock.
+
+    `worth` is not looked at: with one writer the look would cost as much as the claim.
+    """
+    async with db.write() as conn:
+        yield conn
 
 
 def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:
