@@ -143,6 +143,23 @@ async def test_bulk_run_queues_in_the_order_given_or_not_at_all(api_only: Any) -
     assert (await api.get("/executions"))["total"] == 3
 
 
+async def test_bulk_positions_match_the_line_across_mixed_priorities(api_only: Any) -> None:
+    api = api_only
+    medium = await api.command_test(["true"])
+    high = await api.command_test(["true"], priority="high")
+    low = await api.command_test(["true"], priority="low")
+    for test_id in (medium, high, medium, low):
+        await api.run(test_id)
+    response = await post(api, "/bulk", json={"test_case_ids": [low, high, medium, high, medium]})
+    assert response.status_code == 201, response.text
+    queued = response.json()["executions"]
+    # Before them: high 1, medium 2, low 1; among them priorities 10, 1, 5, 1, 5.
+    assert [q["queue_position"] for q in queued] == [9, 2, 6, 3, 7]
+    for q in queued:
+        detail = await api.get(f"/executions/{q['id']}")
+        assert detail["queue_position"] == q["queue_position"], q
+
+
 async def test_priority_change_moves_a_pending_run_and_only_a_pending_one(api_only: Any) -> None:
     api = api_only
     test_id = await api.command_test(["true"])

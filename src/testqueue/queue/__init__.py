@@ -8,12 +8,13 @@ and positions are counted from it when read, never stored.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import DateTime, Integer, bindparam, case, delete, func, insert, select, update
 
 from testqueue import errors
 from testqueue.database import Conn, Database
@@ -115,43 +116,75 @@ async def enqueue(
     if not test_case_ids:
         raise errors.BadRequest("give at least one test case id")
     async with db.write() as conn:
-        cases = await _load_cases(conn, set(test_case_ids))
         now = utcnow()
+        cases = await _load_cases(conn, set(test_case_ids), options.priority, now)
         rows = [_pending_row(cases[tc_id], user_id, options, now) for tc_id in test_case_ids]
-        result = await conn.execute(_INSERT, rows)
-        inserted = result.all()
-        positions = await _positions_of_new(conn, inserted, now)
+        inserted = (await conn.execute(_INSERT, rows)).all()
         # Other hosts hear of it from the database: on PostgreSQL every INSERT
         # into executions sends the NOTIFY (migration 0003).
     db.wake()
-    return [Queued(r.id, r.test_case_id, r.priority, positions[r.id]) for r in inserted]
+    positions = _positions_of_new(inserted, {tc_id: case.ahead for tc_id, case in cases.items()})
+    return [
+        Queued(r.id, r.test_case_id, r.priority, position)
+        for r, position in zip(inserted, positions, strict=True)
+    ]
 
 
-async def _positions_of_new(conn: Conn, inserted: Sequence[Any], now: datetime) -> dict[int, int]:
-    """Positions of rows just queued together, one count per distinct priority.
+def _positions_of_new(inserted: Sequence[Any], ahead_of_case: dict[int, int]) -> list[int]:
+    """Positions of rows just queued together, from the runs that were pending before them.
 
     They share `queued_at` (the newest in the line) and ids rise in the order
-    given, so within a priority they stand one behind the other.
+    given, so one of them stands ahead of another when its priority is higher,
+    or equal and it came first.
     """
-    by_priority: dict[int, list[int]] = {}
+    per_priority = Counter(row.priority for row in inserted)
+    higher: dict[int, int] = {}  # priority -> rows of this batch with a higher one
+    total = 0
+    for priority in sorted(per_priority):
+        higher[priority] = total
+        total += per_priority[priority]
+    seen: Counter[int] = Counter()
+    positions = []
     for row in inserted:
-        by_priority.setdefault(row.priority, []).append(row.id)
-    positions: dict[int, int] = {}
-    for priority, ids in by_priority.items():
-        first = await count_ahead(conn, priority, now, ids[0]) + 1
-        positions.update((execution_id, first + k) for k, execution_id in enumerate(ids))
+        positions.append(
+            ahead_of_case[row.test_case_id] + higher[row.priority] + seen[row.priority] + 1
+        )
+        seen[row.priority] += 1
     return positions
 
 
-_CASES = select(TestCase.id, TestCase.priority, TestCase.test_data, TestCase.required_tags).where(
-    TestCase.id.in_(bindparam("ids", expanding=True))
-)
+def _cases_statement() -> Any:
+    """The test cases to run, each with how many pending runs its new run will stand behind.
+
+    Counted here, before the insert, so the enqueue is one statement shorter:
+    a new run's `queued_at` is the newest, so every pending run of higher
+    priority, or of equal priority queued at that instant or before, is ahead.
+    """
+    priority = func.coalesce(
+        bindparam("priority", type_=Integer),
+        case(PRIORITY_WORDS, value=TestCase.priority, else_=PRIORITY_WORDS["medium"]),
+    )
+    queued_at = bindparam("now", type_=DateTime(True))
+    higher = select(func.count()).where(PENDING, E.priority < priority)
+    equal = select(func.count()).where(PENDING, E.priority == priority, E.queued_at <= queued_at)
+    return select(
+        TestCase.id,
+        TestCase.priority,
+        TestCase.test_data,
+        TestCase.required_tags,
+        (higher.scalar_subquery() + equal.scalar_subquery()).label("ahead"),
+    ).where(TestCase.id.in_(bindparam("ids", expanding=True)))
+
+
+_CASES = _cases_statement()
 _INSERT = insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
 
 
-async def _load_cases(conn: Conn, ids: set[int]) -> dict[int, Any]:
-    rows = (await conn.execute(_CASES, {"ids": list(ids)})).all()
-    found = {row.id: row for row in rows}
+async def _load_cases(
+    conn: Conn, ids: set[int], priority: int | None, now: datetime
+) -> dict[int, Any]:
+    params = {"ids": list(ids), "priority": priority, "now": now}
+    found = {row.id: row for row in (await conn.execute(_CASES, params)).all()}
     missing = sorted(ids - found.keys())
     if missing:
         raise errors.NotFound(f"test case {', '.join(map(str, missing))} does not exist")
