@@ -146,6 +146,20 @@ class Database:
                     yield sqlite_driver.InlineConnection(sync)
 
     @asynccontextmanager
+    async def write_one(self) -> AsyncIterator[Conn]:
+        """For a write that is one statement, atomic on its own, and the reads after it.
+
+        SQLite: a write transaction. PostgreSQL: no transaction, so the
+        statement commits by itself without BEGIN and COMMIT round trips.
+        """
+        if self._reader is not None:
+            async with self.autocommit() as conn:
+                yield conn
+            return
+        async with self.write() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
         """Reads. SQLite: one snapshot for the whole block. PostgreSQL: each
         statement sees what was committed when it started (READ COMMITTED)."""

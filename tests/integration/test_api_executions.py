@@ -160,6 +160,24 @@ async def test_bulk_positions_match_the_line_across_mixed_priorities(api_only: A
         assert detail["queue_position"] == q["queue_position"], q
 
 
+async def test_a_run_takes_its_base_url_from_the_request_else_from_the_test_data(
+    api_only: Any,
+) -> None:
+    api = api_only
+    site = await api.command_test(["true"], test_data={"base_url": "https://site.example.com"})
+    bare = await api.command_test(["true"])
+    given = "https://given.example.com"
+    one = await api.run(site)
+    asked = await api.run(site, base_url=given)
+    none = await api.run(bare)
+    response = await post(api, "/bulk", json={"test_case_ids": [site, bare]})
+    assert response.status_code == 201, response.text
+    many = response.json()["executions"]
+    runs = [one["id"], asked["id"], none["id"], many[0]["id"], many[1]["id"]]
+    urls = [(await api.get(f"/executions/{run}"))["base_url"] for run in runs]
+    assert urls == ["https://site.example.com", given, None, "https://site.example.com", None]
+
+
 async def test_priority_change_moves_a_pending_run_and_only_a_pending_one(api_only: Any) -> None:
     api = api_only
     test_id = await api.command_test(["true"])

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from testqueue import errors
 from testqueue.database import Conn, Database
@@ -115,6 +126,8 @@ async def enqueue(
     """Queue one run per id, in the order given, in one transaction."""
     if not test_case_ids:
         raise errors.BadRequest("give at least one test case id")
+    if len(test_case_ids) == 1:
+        return [await _enqueue_one(db, test_case_ids[0], user_id, options)]
     async with db.write() as conn:
         now = utcnow()
         cases = await _load_cases(conn, set(test_case_ids), options.priority, now)
@@ -128,6 +141,34 @@ async def enqueue(
         Queued(r.id, r.test_case_id, r.priority, position)
         for r, position in zip(inserted, positions, strict=True)
     ]
+
+
+async def _enqueue_one(
+    db: Database, test_case_id: int, user_id: int | None, options: RunOptions
+) -> Queued:
+    """One run: a single INSERT ... SELECT from its test case, then the count of runs ahead.
+
+    On PostgreSQL the insert commits on its own, so the workers' NOTIFY goes
+    out before the count; on SQLite both happen under the write lock.
+    """
+    now = utcnow()
+    params = {
+        "case_id": test_case_id,
+        "user_id": user_id,
+        "priority": options.priority,
+        "now": now,
+        "browser": options.browser,
+        "environment": options.environment,
+        "base_url": options.base_url,
+        "triggered_by": options.triggered_by,
+    }
+    async with db.write_one() as conn:
+        row = (await conn.execute(_INSERT_ONE, params)).one_or_none()
+        if row is None:
+            raise errors.NotFound(f"test case {test_case_id} does not exist")
+        ahead = await count_ahead(conn, row.priority, now, row.id)
+    db.wake()
+    return Queued(row.id, row.test_case_id, row.priority, ahead + 1)
 
 
 def _positions_of_new(inserted: Sequence[Any], ahead_of_case: dict[int, int]) -> list[int]:
@@ -153,6 +194,49 @@ def _positions_of_new(inserted: Sequence[Any], ahead_of_case: dict[int, int]) ->
     return positions
 
 
+def _run_priority() -> Any:
+    """A new run's priority: the one asked for, else its test case's."""
+    return func.coalesce(
+        bindparam("priority", type_=Integer),
+        case(PRIORITY_WORDS, value=TestCase.priority, else_=PRIORITY_WORDS["medium"]),
+    )
+
+
+def _one_run_insert() -> Any:
+    def given(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
+
+    def fixed(value: Any, column: Any) -> Any:
+        return literal(value, column.type)
+
+    values = {
+        E.test_case_id: TestCase.id,
+        E.user_id: given("user_id", E.user_id),
+        E.status: fixed(Status.PENDING.value, E.status),
+        E.priority: _run_priority(),
+        E.queued_at: given("now", E.queued_at),
+        E.attempt: fixed(1, E.attempt),
+        E.cancel_requested: fixed(False, E.cancel_requested),
+        E.required_tags: TestCase.required_tags,
+        E.browser: given("browser", E.browser),
+        E.environment: given("environment", E.environment),
+        E.base_url: func.coalesce(
+            given("base_url", E.base_url), TestCase.test_data["base_url"].as_string()
+        ),
+        E.triggered_by: given("triggered_by", E.triggered_by),
+        E.total_steps: fixed(0, E.total_steps),
+        E.passed_steps: fixed(0, E.passed_steps),
+        E.failed_steps: fixed(0, E.failed_steps),
+        E.skipped_steps: fixed(0, E.skipped_steps),
+    }
+    source = select(*values.values()).where(TestCase.id == bindparam("case_id"))
+    return (
+        insert(E)
+        .from_select([column.key for column in values], source)
+        .returning(E.id, E.test_case_id, E.priority)
+    )
+
+
 def _cases_statement() -> Any:
     """The test cases to run, each with how many pending runs its new run will stand behind.
 
@@ -160,10 +244,7 @@ def _cases_statement() -> Any:
     a new run's `queued_at` is the newest, so every pending run of higher
     priority, or of equal priority queued at that instant or before, is ahead.
     """
-    priority = func.coalesce(
-        bindparam("priority", type_=Integer),
-        case(PRIORITY_WORDS, value=TestCase.priority, else_=PRIORITY_WORDS["medium"]),
-    )
+    priority = _run_priority()
     queued_at = bindparam("now", type_=DateTime(True))
     higher = select(func.count()).where(PENDING, E.priority < priority)
     equal = select(func.count()).where(PENDING, E.priority == priority, E.queued_at <= queued_at)
@@ -178,6 +259,7 @@ def _cases_statement() -> Any:
 
 _CASES = _cases_statement()
 _INSERT = insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
+_INSERT_ONE = _one_run_insert()
 
 
 async def _load_cases(
