@@ -229,6 +229,15 @@ class QueueState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LineCount(Base):
+    """Pending executions of one priority; kept by triggers on SQLite only (migration 0004)."""
+
+    __tablename__ = "line_counts"
+
+    priority: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pending: Mapped[int] = mapped_column(Integer)
+
+
 class AppSecret(Base):
     __tablename__ = "app_secrets"
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections import Counter
+
+from alembic import command
+from sqlalchemy import select
+
 from gates import GateRunner
 from testqueue import queue
+from testqueue.database import alembic_config
 from testqueue.dispatcher import Dispatcher
+from testqueue.models import Execution, LineCount, Result
 
 
 async def test_eight_runs_five_slots_fill_at_once(api, gate: GateRunner) -> None:  # type: ignore[no-untyped-def]
@@ -135,3 +143,77 @@ async def test_slots_change_at_runtime(api, gate: GateRunner) -> None:  # type: 
     assert status["active_count"] == 2
     assert status["max_concurrent"] == 2
     assert [a["execution_id"] for a in status["active"]] == [ids[6], ids[7]]
+
+
+async def _check_positions(api) -> None:  # type: ignore[no-untyped-def]
+    """Every pending run's position is its place in (priority, queued_at, id) order."""
+    db = api.state.db
+    async with db.read() as conn:
+        line = (
+            await conn.execute(
+                select(Execution.id, Execution.priority)
+                .where(Execution.status == "pending")
+                .order_by(Execution.priority, Execution.queued_at, Execution.id)
+            )
+        ).all()
+        kept = dict((await conn.execute(select(LineCount.priority, LineCount.pending))).all())
+    positions = [(await api.get(f"/executions/{row.id}"))["queue_position"] for row in line]
+    assert positions == list(range(1, len(line) + 1))
+    if db.is_sqlite:  # the per-priority counts the back-to-front count relies on
+        actual = Counter(row.priority for row in line)
+        assert {p: n for p, n in kept.items() if n} == dict(actual)
+
+
+async def test_positions_stay_exact_through_every_change_of_the_line(api_only) -> None:  # type: ignore[no-untyped-def]
+    api = api_only
+    test_id = await api.gate_test()
+    low = await api.gate_test(priority="low")
+    ids = [(await api.run(test_id, priority=p))["id"] for p in [5, 1, 5, 10, 3] * 4]
+    response = await api.client.post(
+        "/api/v1/executions/bulk", json={"test_case_ids": [test_id, low] * 5}, headers=api.admin
+    )
+    assert response.status_code == 201, response.text
+    ids += [q["id"] for q in response.json()["executions"]]
+    await _check_positions(api)
+
+    for execution_id, priority in [(ids[0], "high"), (ids[7], 10), (ids[25], 2)]:
+        response = await api.client.patch(
+            f"/api/v1/executions/{execution_id}", json={"priority": priority}, headers=api.admin
+        )
+        assert response.status_code == 200, response.text
+    for execution_id in (ids[2], ids[21]):
+        await api.client.post(f"/api/v1/executions/{execution_id}/cancel", headers=api.admin)
+    await _check_positions(api)
+
+    ghost = queue.Claimer("ghost:1", default_slots=50, lease_ttl_s=60, capacity=6)
+    claimed = await queue.settle(api.state.db, ghost, [], 6)
+    done = [queue.Finished(c.id, c.attempt, Result.PASS, 0, None) for c in claimed[:2]]
+    await queue.settle(api.state.db, ghost, done, 0)
+    await _check_positions(api)
+
+    # The rest go back to their places, as when a worker dies.
+    assert await queue.expire_workers(api.state.db, ["ghost:1"], max_attempts=3) == 4
+    await _check_positions(api)
+
+    response = await api.client.delete(f"/api/v1/tests/{low}", headers=api.admin)
+    assert response.status_code == 204, response.text
+    await _check_positions(api)
+    response = await api.client.post("/api/v1/executions/queue/clear", headers=api.admin)
+    assert response.status_code == 200, response.text
+    await _check_positions(api)
+
+
+def test_line_counts_start_from_the_runs_already_pending(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0003")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.executemany(
+            "INSERT INTO executions (status, priority, queued_at, attempt, cancel_requested,"
+            " required_tags, total_steps, passed_steps, failed_steps, skipped_steps)"
+            " VALUES (?, ?, '2026-11-28 09:00:00', 1, 0, '', 0, 0, 0, 0)",
+            [("pending", 5), ("pending", 5), ("pending", 1), ("running", 1), ("completed", 5)],
+        )
+    command.upgrade(config, "head")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert dict(conn.execute("SELECT priority, pending FROM line_counts")) == {1: 1, 5: 2}
