@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select
 
 from testqueue import errors
 from testqueue.api.deps import AppState
@@ -47,8 +47,22 @@ def _selection() -> Any:
     )
 
 
+# Built once: building a statement costs more than SQLite takes to run it.
+_ONE = _selection().where(E.id == bindparam("execution_id"))
+_STEPS = (
+    select(ExecutionStep.__table__)
+    .where(ExecutionStep.execution_id == bindparam("execution_id"))
+    .order_by(ExecutionStep.number)
+)
+_ARTIFACTS = (
+    select(Artifact.__table__)
+    .where(Artifact.execution_id == bindparam("execution_id"))
+    .order_by(Artifact.id)
+)
+
+
 async def load_execution(conn: Conn, execution_id: int) -> Any:
-    row = (await conn.execute(_selection().where(E.id == execution_id))).mappings().one_or_none()
+    row = (await conn.execute(_ONE, {"execution_id": execution_id})).mappings().one_or_none()
     if row is None:
         raise errors.NotFound(f"execution {execution_id} does not exist")
     return row
@@ -102,20 +116,12 @@ async def execution_detail(state: AppState, execution_id: int) -> ExecutionPubli
 
 
 async def _steps(conn: Conn, execution_id: int) -> list[StepPublic]:
-    rows = await conn.execute(
-        select(ExecutionStep.__table__)
-        .where(ExecutionStep.execution_id == execution_id)
-        .order_by(ExecutionStep.number)
-    )
+    rows = await conn.execute(_STEPS, {"execution_id": execution_id})
     return [StepPublic.model_validate(dict(row)) for row in rows.mappings()]
 
 
 async def _artifacts(conn: Conn, execution_id: int) -> list[ArtifactPublic]:
-    rows = await conn.execute(
-        select(Artifact.__table__)
-        .where(Artifact.execution_id == execution_id)
-        .order_by(Artifact.id)
-    )
+    rows = await conn.execute(_ARTIFACTS, {"execution_id": execution_id})
     return [
         ArtifactPublic.model_validate(
             {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import bindparam, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, Worker, as_utc, utcnow
@@ -35,6 +35,17 @@ class Snapshot:
         return max(0, self.max_concurrent - self.active_count)
 
 
+def _slots_and_counts(count_pending: bool) -> Any:
+    running = select(func.count()).where(RUNNING).scalar_subquery()
+    pending = select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
+    return select(QueueState.max_concurrent, QueueState.paused, running, pending).where(
+        QueueState.id == 1
+    )
+
+
+_SLOTS_AND_COUNTS = {counted: _slots_and_counts(counted) for counted in (True, False)}
+
+
 async def slots_and_counts(
     conn: Conn, default_slots: int, *, count_pending: bool = True
 ) -> tuple[int, int, int, bool]:
@@ -42,15 +53,7 @@ async def slots_and_counts(
 
     Counting a long line costs milliseconds; without `count_pending` it is 0.
     """
-    running = select(func.count()).where(RUNNING).scalar_subquery()
-    pending = select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
-    row = (
-        await conn.execute(
-            select(QueueState.max_concurrent, QueueState.paused, running, pending).where(
-                QueueState.id == 1
-            )
-        )
-    ).one()
+    row = (await conn.execute(_SLOTS_AND_COUNTS[count_pending])).one()
     return row[0] or default_slots, int(row[2]), int(row[3]), bool(row[1])
 
 
@@ -125,11 +128,14 @@ def live_after(lease_ttl_s: float) -> datetime:
     return utcnow() - timedelta(seconds=lease_ttl_s)
 
 
+_LIVE_TAGS = select(Worker.tags).where(
+    Worker.last_seen_at >= bindparam("cutoff", type_=Worker.last_seen_at.type)
+)
+
+
 async def live_worker_tags(conn: Conn, lease_ttl_s: float) -> list[set[str]]:
     """The tag sets of the workers that beat within the lease."""
-    rows = await conn.execute(
-        select(Worker.tags).where(Worker.last_seen_at >= live_after(lease_ttl_s))
-    )
+    rows = await conn.execute(_LIVE_TAGS, {"cutoff": live_after(lease_ttl_s)})
     return [set(filter(None, row.tags.split(","))) for row in rows]
 
 
