@@ -216,9 +216,10 @@ class PgServer(Server):
 class WorkerProc:
     """One noop_worker.py process."""
 
-    def __init__(self, srv: PgServer, index: int) -> None:
+    def __init__(self, srv: PgServer, index: int, capacity: int | None = None) -> None:
         self.srv = srv
         self.index = index
+        self.capacity = capacity
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = srv.root / f"worker{index}.log"
 
@@ -233,9 +234,12 @@ class WorkerProc:
 
     def start(self) -> None:
         argv = [sys.executable, "-P", str(NOOP_WORKER)]
+        env = dict(self.srv.env)
+        if self.capacity is not None:
+            env["WORKER_CONCURRENCY"] = str(self.capacity)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                argv, cwd=self.srv.root, env=self.srv.env, stdout=log, stderr=subprocess.STDOUT
+                argv, cwd=self.srv.root, env=env, stdout=log, stderr=subprocess.STDOUT
             )
 
     def wait_registered(self) -> None:
@@ -273,10 +277,11 @@ class WorkerProc:
 @dataclass
 class Cluster:
     srv: PgServer
+    capacity: int | None = None  # each worker's WORKER_CONCURRENCY; None: unset (all slots)
     workers: list[WorkerProc] = field(default_factory=list)
 
     def add_worker(self) -> WorkerProc:
-        worker = WorkerProc(self.srv, len(self.workers) + 1)
+        worker = WorkerProc(self.srv, len(self.workers) + 1, self.capacity)
         self.workers.append(worker)
         worker.start()
         worker.wait_registered()
@@ -284,13 +289,18 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(admin_url: str, workers: int, slots: int) -> Iterator[Cluster]:
-    """A fresh database, an API host and `workers` worker processes; all stopped after."""
+def cluster(admin_url: str, workers: int, slots: int, *, share: bool = False) -> Iterator[Cluster]:
+    """A fresh database, an API host and `workers` worker processes; all stopped after.
+
+    With `share`, each worker may hold only its share of the slots
+    (WORKER_CONCURRENCY = slots / workers, rounded up), so all of them work.
+    """
     with (
         fresh_database(admin_url) as url,
         tempfile.TemporaryDirectory(prefix="testqueue-wbench-") as folder,
     ):
-        found = Cluster(PgServer(Path(folder), url, slots))
+        capacity = -(-slots // workers) if share else None
+        found = Cluster(PgServer(Path(folder), url, slots), capacity)
         try:
             found.srv.start()
             for _ in range(workers):
@@ -454,14 +464,15 @@ def bench_throughput(plan: Plan, admin_url: str) -> list[Row]:
     print(
         f"\n2. engine throughput: noop runner, API host + N workers x global slots\n"
         f"  {plan.throughput_runs} executions in bulk calls of {BULK_MAX}, first enqueue -> "
-        "last completed_at; MAX_CONCURRENT_EXECUTIONS set for every process",
+        "last completed_at; MAX_CONCURRENT_EXECUTIONS set for every process and\n"
+        "  WORKER_CONCURRENCY to each worker's share of the slots (rounded up)",
         flush=True,
     )
     results: dict[tuple[int, int], float] = {}
     for workers, slots in itertools.product(plan.worker_counts, plan.slot_counts):
         before = qb.wait_quiet()
         try:
-            with cluster(admin_url, workers=workers, slots=slots) as c:
+            with cluster(admin_url, workers=workers, slots=slots, share=True) as c:
                 out = throughput_once(c, plan.throughput_runs)
         except BenchError as exc:
             print(f"  {workers} worker(s) x {slots} slots: could not measure: {exc}", flush=True)
