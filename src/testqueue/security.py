@@ -9,6 +9,7 @@ every host signs alike. It is never logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import time
@@ -37,11 +38,21 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether `password` matches; with no hash (no such user) it checks a decoy
+    and says no, so the answer takes as long and the time gives no name away."""
     try:
+        if password_hash is None:
+            _hasher.verify(_decoy_hash(_hasher), password)
+            return False
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def _decoy_hash(hasher: PasswordHasher) -> str:
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def create_token(secret: str, user_id: int, ttl_s: int) -> str:

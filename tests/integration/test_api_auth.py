@@ -56,6 +56,27 @@ async def test_login_refuses_a_wrong_password_and_an_unknown_user_alike(api_only
         assert "access_token" not in response.text
 
 
+async def test_an_unknown_name_costs_a_password_check_like_a_known_one(
+    api_only: Any, monkeypatch: Any
+) -> None:
+    """Same work, so the answer's timing does not tell which names exist."""
+    checked: list[str] = []
+    hasher = security._hasher
+
+    class Counting(type(hasher)):  # type: ignore[misc]
+        def verify(self, encoded: str, password: str) -> bool:
+            checked.append(password)
+            return bool(hasher.verify(encoded, password))
+
+    monkeypatch.setattr(security, "_hasher", Counting(time_cost=1, memory_cost=1024))
+    for username in ("admin", "nobody"):
+        response = await api_only.client.post(
+            LOGIN, data={"username": username, "password": f"wrong-for-{username}"}
+        )
+        assert_unauthorized(response, "wrong username or password")
+    assert checked == ["wrong-for-admin", "wrong-for-nobody"]
+
+
 async def test_login_without_the_form_fields_says_which_is_missing(api_only: Any) -> None:
     for form in ({"username": "admin"}, {"username": "admin", "password": ""}):
         response = await api_only.client.post(LOGIN, data=form)

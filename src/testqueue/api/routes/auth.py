@@ -28,12 +28,12 @@ async def authenticate(state: State, username: str, password: str) -> int:
                 select(User.id, User.password_hash, User.is_active).where(User.username == username)
             )
         ).one_or_none()
-    if (
-        row is None
-        or not row.is_active
-        # Argon2 takes a CPU-heavy while: off the event loop, or it stalls every request.
-        or not await asyncio.to_thread(security.verify_password, row.password_hash, password)
-    ):
+    # Argon2 takes a CPU-heavy while: off the event loop, or it stalls every
+    # request. It runs for unknown names too, so timing tells no names apart.
+    matches = await asyncio.to_thread(
+        security.verify_password, row.password_hash if row else None, password
+    )
+    if row is None or not row.is_active or not matches:
         raise errors.Unauthorized("wrong username or password")
     return int(row.id)
 
