@@ -179,6 +179,14 @@ class Database:
         async with self._reader.connect() as conn:
             yield conn
 
+    async def connection_lost(self, conn: AsyncConnection) -> None:
+        """After a lost connection that SQLAlchemy did not see (raw driver calls):
+        drop it and the idle ones pooled with it, as SQLAlchemy does on a disconnect,
+        so the next checkout connects afresh instead of failing in turn."""
+        await conn.invalidate()
+        if self._reader is not None:
+            await self._reader.dispose()
+
     def wake(self) -> None:
         """Wake this process's dispatcher; `queue` calls it after each commit that matters."""
         self.wakeup.set()

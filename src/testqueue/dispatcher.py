@@ -280,7 +280,7 @@ class Dispatcher:
         progress = [p for r in held_before.values() if (p := r.record.take_progress())]
         try:
             beat = await queue.heartbeat(
-                self._db, self.claimer, progress, self._settings.max_attempts
+                self._db, self.claimer, progress, self._settings.max_attempts, held_before
             )
         except BaseException:
             for item in progress:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from testqueue import queue
+from testqueue.queue import claims
 from waiting import until
 
 
@@ -96,3 +98,25 @@ async def test_a_run_after_an_edit_runs_the_edited_command(api) -> None:  # type
     )
     assert response.status_code == 200, response.text
     assert await run_log() == "after\n"
+
+
+async def test_claims_carry_their_test_cases_when_the_kept_ones_are_dropped(
+    api_only,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A claim that reads one test case anew and keeps another must hand out both."""
+    monkeypatch.setattr(claims, "CASES_KEPT", 1)
+    db = api_only.state.db
+    stand_in = queue.Claimer("stand-in", default_slots=5, lease_ttl_s=60, capacity=5)
+    first = await api_only.command_test(["echo", "first"])
+    second = await api_only.command_test(["echo", "second"])
+    await api_only.run(first)
+    (kept,) = await queue.settle(db, stand_in, [], 1)
+    assert kept.case is not None and kept.case.command == ["echo", "first"]
+    await api_only.run(first)
+    await api_only.run(second)
+    claimed = await queue.settle(db, stand_in, [], 2)
+    assert [c.case.command if c.case else None for c in claimed] == [
+        ["echo", "first"],
+        ["echo", "second"],
+    ]

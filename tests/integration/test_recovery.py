@@ -99,3 +99,28 @@ async def test_cancel_asked_while_the_worker_is_gone_ends_cancelled(
         lambda: api_only.get(f"/executions/{only}"), lambda d: d["status"] == "cancelled"
     )
     assert detail["result"] is None
+
+
+async def test_a_claim_its_worker_never_heard_of_is_recovered_after_the_lease(
+    api_only,
+    settings,
+    registry,
+    gate: GateRunner,  # type: ignore[no-untyped-def]
+) -> None:
+    """As when a claim's COMMIT succeeded but its answer was lost: the worker's
+    heartbeats renew only the runs it knows it holds, so this one comes back."""
+    short = settings.model_copy(update={"lease_ttl": GHOST_LEASE_S})
+    live = Dispatcher(short, api_only.state.db, registry, worker_id="live")
+    (only,) = await _enqueue(api_only, 1)
+    unheard = queue.Claimer("live", default_slots=5, lease_ttl_s=GHOST_LEASE_S, capacity=1)
+    assert [c.id for c in await queue.settle(api_only.state.db, unheard, [], 1)] == [only]
+    await live.start()
+    try:
+        await gate.wait_started(1)
+        assert gate.started == [only]
+        detail = await api_only.get(f"/executions/{only}")
+        assert (detail["status"], detail["attempt"], detail["worker_id"]) == ("running", 2, "live")
+        gate.release(only)
+        await gate.wait_for(lambda: len(gate.spans) == 1)
+    finally:
+        await live.stop(grace_s=0)

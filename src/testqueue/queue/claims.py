@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,17 +276,19 @@ async def _cases_of(db: Database, conn: Conn, taken: Sequence[Any]) -> dict[int,
     """The test case rows of claimed runs: kept ones while unchanged, the rest read now."""
     known = _known_cases.setdefault(db, {})
     versions = {r.test_case_id: r.case_version for r in taken if r.case_version is not None}
-    stale = [
+    stale = {
         case_id
         for case_id, version in versions.items()
         if case_id not in known or known[case_id].updated_at != version
-    ]
+    }
+    found = {case_id: known[case_id] for case_id in versions if case_id not in stale}
     if stale:
-        if len(known) + len(stale) > CASES_KEPT:
+        rows = (await conn.execute(_CASES, {"case_ids": list(stale)})).all()
+        found.update((case.id, case) for case in rows)
+        if len(known) + len(rows) > CASES_KEPT:
             known.clear()
-        rows = (await conn.execute(_CASES, {"case_ids": stale})).all()
         known.update((case.id, case) for case in rows)
-    return {case_id: known[case_id] for case_id in versions if case_id in known}
+    return found
 
 
 async def save_progress(conn: Conn, progress: Sequence[Progress]) -> None:
@@ -384,22 +386,33 @@ async def register_worker(db: Database, claimer: Claimer, hostname: str, pid: in
 
 
 async def heartbeat(
-    db: Database, claimer: Claimer, progress: Sequence[Progress], max_attempts: int
+    db: Database,
+    claimer: Claimer,
+    progress: Sequence[Progress],
+    max_attempts: int,
+    holding: Collection[int] = (),
 ) -> Beat:
-    """Renew this worker's leases, save progress, recover other workers' lost runs."""
+    """Renew the leases of the runs this worker is `holding`, save progress, recover lost runs.
+
+    Only the runs the worker knows it holds are renewed: a claim whose COMMIT
+    succeeded but whose answer was lost is not running here, so its lease runs
+    out and it is recovered like any other lost run.
+    """
     now = utcnow()
     async with db.write() as conn:
         await conn.execute(
             update(Worker).where(Worker.id == claimer.worker_id).values(last_seen_at=now)
         )
-        rows = (
-            await conn.execute(
-                update(E)
-                .where(RUNNING, E.worker_id == claimer.worker_id)
-                .values(lease_expires_at=now + timedelta(seconds=claimer.lease_ttl_s))
-                .returning(E.id, E.cancel_requested)
-            )
-        ).all()
+        rows: Sequence[Any] = ()
+        if holding:
+            rows = (
+                await conn.execute(
+                    update(E)
+                    .where(RUNNING, E.worker_id == claimer.worker_id, E.id.in_(list(holding)))
+                    .values(lease_expires_at=now + timedelta(seconds=claimer.lease_ttl_s))
+                    .returning(E.id, E.cancel_requested)
+                )
+            ).all()
         held = frozenset(row.id for row in rows)
         await save_progress(conn, [p for p in progress if p.execution_id in held])
         recovered = await _recover_expired(conn, now, max_attempts)

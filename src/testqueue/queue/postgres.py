@@ -41,18 +41,26 @@ async def claiming(db: Database, worth: ColumnElement[bool] | None) -> AsyncIter
     async with db.autocommit() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
-        cursor = await raw.execute(_opening(worth, conn.dialect))
-        cursor.nextset()
         try:
-            if await cursor.fetchone() is None:
-                yield None
-            else:
-                yield conn
+            cursor = await raw.execute(_opening(worth, conn.dialect))
+            cursor.nextset()
+            taken = await cursor.fetchone() is not None
+        except psycopg.Error:
+            if raw.broken or raw.closed:
+                await db.connection_lost(conn)
+            raise
+        try:
+            yield conn if taken else None
         except BaseException:
             with contextlib.suppress(psycopg.Error):  # a broken connection has no transaction
                 await raw.execute("ROLLBACK")
             raise
-        await raw.execute("COMMIT")
+        try:
+            await raw.execute("COMMIT")
+        except psycopg.Error:
+            if raw.broken or raw.closed:
+                await db.connection_lost(conn)
+            raise
 
 
 def _opening(worth: ColumnElement[bool] | None, dialect: Dialect) -> str:

@@ -1,0 +1,49 @@
+"""PostgreSQL connections that die under the claim's raw driver calls are replaced at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from testqueue.config import Settings
+from testqueue.database import Database
+from testqueue.queue import postgres
+
+
+async def test_a_claim_on_a_dropped_connection_fails_once_then_reconnects(
+    postgres_url: str,
+) -> None:
+    db = Database(Settings(database_url=postgres_url))
+    try:
+        held = asyncio.Event()
+
+        async def hold() -> None:
+            async with db.autocommit():
+                await held.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(3)]
+        await asyncio.sleep(0)
+        async with db.read() as conn:  # a fourth, so the three above are all connected
+            await conn.exec_driver_sql("SELECT 1")
+        held.set()
+        await asyncio.gather(*holders)
+
+        dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name LIKE 'testqueue:%'"
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 3
+
+        with pytest.raises(psycopg.OperationalError):
+            async with postgres.claiming(db, None):
+                pass
+        for _ in range(3):  # every pooled connection was dead; none is handed out again
+            async with postgres.claiming(db, None) as conn:
+                assert conn is not None
+    finally:
+        await db.dispose()
