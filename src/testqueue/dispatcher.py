@@ -86,6 +86,14 @@ class Dispatcher:
     async def start(self) -> None:
         """Sign in, recover what a dead predecessor on this host left, start the loops."""
         await self._recover_dead_neighbours()
+        slots = self._settings.max_concurrent_executions
+        replaced = await queue.declare_slots(self._db, slots)
+        if replaced is not None:
+            log.warning(
+                "MAX_CONCURRENT_EXECUTIONS differs from the last worker's; every process now "
+                "uses this one (give every host the same value, or set it at runtime)",
+                extra={"slots": slots, "was": replaced},
+            )
         await queue.register_worker(self._db, self.claimer, socket.gethostname(), os.getpid())
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),

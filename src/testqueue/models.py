@@ -225,7 +225,9 @@ class QueueState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
-    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set by an admin
+    # MAX_CONCURRENT_EXECUTIONS of the worker that started last (migration 0005).
+    configured_slots: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -426,6 +426,9 @@ class WorkerPublic(Timestamped):
 
 
 class QueueSettingsPublic(BaseModel):
-    max_concurrent: int
-    max_concurrent_default: int
+    max_concurrent: int = Field(description="the slots in force")
+    max_concurrent_default: int = Field(
+        description="the slots without an admin's runtime number: the "
+        "MAX_CONCURRENT_EXECUTIONS of the latest worker to start"
+    )
     paused: bool

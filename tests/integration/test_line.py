@@ -145,6 +145,62 @@ async def test_slots_change_at_runtime(api, gate: GateRunner) -> None:  # type: 
     assert [a["execution_id"] for a in status["active"]] == [ids[6], ids[7]]
 
 
+async def test_workers_started_with_other_slots_share_the_latest_one(
+    api_only,
+    settings,
+    registry,
+    gate: GateRunner,  # type: ignore[no-untyped-def]
+) -> None:
+    """Hosts started with different MAX_CONCURRENT_EXECUTIONS still share one global limit."""
+    api = api_only
+    three = Dispatcher(
+        settings.model_copy(update={"max_concurrent_executions": 3}),
+        api.state.db,
+        registry,
+        worker_id="three",
+    )
+    one = Dispatcher(
+        settings.model_copy(update={"max_concurrent_executions": 1}),
+        api.state.db,
+        registry,
+        worker_id="one",
+    )
+    await three.start()
+    try:
+        test_id = await api.gate_test()
+        ids = [(await api.run(test_id))["id"] for _ in range(5)]
+        await gate.wait_started(3)
+        assert (await api.get("/executions/queue/settings"))["max_concurrent"] == 3
+
+        await one.start()
+        settings_now = await api.get("/executions/queue/settings")
+        assert (settings_now["max_concurrent"], settings_now["max_concurrent_default"]) == (1, 1)
+        # Neither worker starts more while three run; once they end, one at a time.
+        gate.release(*ids[:3])
+        await gate.wait_for(lambda: len(gate.spans) == 3 and len(gate.running) == 1)
+        status = await api.get("/executions/queue/status")
+        assert (status["active_count"], status["queued_count"], status["max_concurrent"]) == (
+            1,
+            1,
+            1,
+        )
+        gate.max_running = len(gate.running)
+        gate.release(*ids[3:])
+        await gate.wait_for(lambda: len(gate.spans) == 5)
+        assert gate.max_running == 1
+
+        response = await api.client.put(
+            "/api/v1/executions/queue/settings", json={"max_concurrent": 4}, headers=api.admin
+        )
+        assert (response.json()["max_concurrent"], response.json()["max_concurrent_default"]) == (
+            4,
+            1,
+        )
+    finally:
+        await one.stop(grace_s=0)
+        await three.stop(grace_s=0)
+
+
 async def _check_positions(api) -> None:  # type: ignore[no-untyped-def]
     """Every pending run's position is its place in (priority, queued_at, id) order."""
     db = api.state.db

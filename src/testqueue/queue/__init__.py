@@ -69,6 +69,7 @@ __all__ = [
     "cancel",
     "clear",
     "dead_workers",
+    "declare_slots",
     "delete_test_case",
     "encode_tags",
     "enqueue",
@@ -402,6 +403,29 @@ async def set_paused(db: Database, paused: bool) -> None:
         )
         await dialect.signal(db, conn)
     db.wake()
+
+
+async def declare_slots(db: Database, slots: int) -> int | None:
+    """A starting worker's MAX_CONCURRENT_EXECUTIONS becomes every process's slots.
+
+    The latest worker to start sets the number, so the global limit is one
+    number even when hosts were started with different ones (an admin's
+    runtime number still wins). Returns the different number it replaced.
+    """
+    async with db.write() as conn:
+        before = (
+            await conn.execute(select(QueueState.configured_slots).where(QueueState.id == 1))
+        ).scalar_one_or_none()
+        if before == slots:
+            return None
+        await conn.execute(
+            update(QueueState)
+            .where(QueueState.id == 1)
+            .values(configured_slots=slots, updated_at=utcnow())
+        )
+        await dialect.signal(db, conn)
+    db.wake()
+    return before
 
 
 async def set_max_concurrent(db: Database, slots: int | None) -> None:

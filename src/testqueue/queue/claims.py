@@ -131,7 +131,7 @@ def _worth_claiming(default_slots: int) -> ColumnElement[bool]:
     """
     running = select(func.count()).where(RUNNING).scalar_subquery()
     waiting = select(E.id).where(PENDING).limit(1).exists()
-    slots = func.coalesce(QueueState.max_concurrent, default_slots)
+    slots = func.coalesce(QueueState.max_concurrent, QueueState.configured_slots, default_slots)
     return and_(QueueState.id == 1, QueueState.paused.is_(False), running < slots, waiting)
 
 
@@ -199,7 +199,11 @@ def _free_slots() -> Any:
     workers counting first would both see the last free slot.
     """
     running = select(func.count()).where(RUNNING).scalar_subquery()
-    slots = func.coalesce(QueueState.max_concurrent, bindparam("claim_slots", type_=Integer))
+    slots = func.coalesce(
+        QueueState.max_concurrent,
+        QueueState.configured_slots,
+        bindparam("claim_slots", type_=Integer),
+    )
     state = (
         select(QueueState.paused.label("paused"), (slots - running).label("free"))
         .where(QueueState.id == 1)

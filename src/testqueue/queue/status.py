@@ -38,9 +38,9 @@ class Snapshot:
 def _slots_and_counts(count_pending: bool) -> Any:
     running = select(func.count()).where(RUNNING).scalar_subquery()
     pending = select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
-    return select(QueueState.max_concurrent, QueueState.paused, running, pending).where(
-        QueueState.id == 1
-    )
+    return select(
+        QueueState.max_concurrent, QueueState.configured_slots, QueueState.paused, running, pending
+    ).where(QueueState.id == 1)
 
 
 _SLOTS_AND_COUNTS = {counted: _slots_and_counts(counted) for counted in (True, False)}
@@ -49,12 +49,23 @@ _SLOTS_AND_COUNTS = {counted: _slots_and_counts(counted) for counted in (True, F
 async def slots_and_counts(
     conn: Conn, default_slots: int, *, count_pending: bool = True
 ) -> tuple[int, int, int, bool]:
-    """(max_concurrent, running, pending, paused) from one statement.
+    """(slots, running, pending, paused) from one statement.
 
-    Counting a long line costs milliseconds; without `count_pending` it is 0.
+    The slots are an admin's runtime number, else what the latest worker
+    started with, else `default_slots`. Counting a long line costs
+    milliseconds; without `count_pending` it is 0.
     """
     row = (await conn.execute(_SLOTS_AND_COUNTS[count_pending])).one()
-    return row[0] or default_slots, int(row[2]), int(row[3]), bool(row[1])
+    return row[0] or row[1] or default_slots, int(row[3]), int(row[4]), bool(row[2])
+
+
+async def configured_slots(conn: Conn, default_slots: int) -> int:
+    """The slots without an admin's runtime number: what the latest worker started with."""
+    stored = (await conn.execute(_CONFIGURED)).scalar_one_or_none()
+    return int(stored or default_slots)
+
+
+_CONFIGURED = select(QueueState.configured_slots).where(QueueState.id == 1)
 
 
 async def snapshot(

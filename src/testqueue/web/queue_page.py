@@ -16,6 +16,7 @@ from sqlalchemy import select
 from testqueue import errors, queue
 from testqueue.api.deps import get_state
 from testqueue.models import TestCase
+from testqueue.queue import status as queue_status
 from testqueue.web import board, forms
 from testqueue.web.render import PageRoute, done, page
 from testqueue.web.session import ChangingViewer, CurrentViewer, Viewer
@@ -131,7 +132,10 @@ async def change_slots(request: Request, viewer: ChangingViewer) -> Response:
         else None
     )
     await queue.set_max_concurrent(state.db, slots)
-    shown = slots or state.settings.max_concurrent_executions
+    async with state.db.read() as conn:
+        shown, _running, _pending, _paused = await queue_status.slots_and_counts(
+            conn, state.settings.max_concurrent_executions, count_pending=False
+        )
     log.info("slots changed from the dashboard", extra={"slots": slots, "by": viewer.id})
     return done(request, f"The queue now has {shown} slots.", "/")
 

@@ -125,12 +125,12 @@ async def change_queue_settings(
 
 
 async def read_settings(state: AppState) -> QueueSettingsPublic:
+    default = state.settings.max_concurrent_executions
     async with state.db.read() as conn:
         slots, _running, _pending, paused = await queue_status.slots_and_counts(
-            conn, state.settings.max_concurrent_executions, count_pending=False
+            conn, default, count_pending=False
         )
+        configured = await queue_status.configured_slots(conn, default)
     return QueueSettingsPublic(
-        max_concurrent=slots,
-        max_concurrent_default=state.settings.max_concurrent_executions,
-        paused=paused,
+        max_concurrent=slots, max_concurrent_default=configured, paused=paused
     )
