@@ -4,8 +4,10 @@ SQLite runs in WAL mode with one writer connection per process: writes queue
 up for it in asyncio instead of spinning on the file lock, and each write
 transaction starts with `BEGIN IMMEDIATE` so a read can never be upgraded to
 a write behind another writer's back. Reads use their own pool. Both run
-inline on the loop's thread (`sqlite_driver`). PostgreSQL uses one async pool
-for both; its locking lives in `queue.postgres`.
+inline on the loop's thread (`sqlite_driver`). PostgreSQL has an async pool
+for transactions and an autocommit pool for reads, one-statement writes and
+transactions its own code opens (the claim); its locking lives in
+`queue.postgres`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ SQLITE_READERS_KEPT = 8
 
 
 class Conn(Protocol):
-    """A connection inside a transaction, as the queue uses it.
+    """A connection, as the queue uses it: statements in, rows out.
 
     `AsyncConnection` on PostgreSQL, `sqlite_driver.InlineConnection` on SQLite.
     """
