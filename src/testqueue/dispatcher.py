@@ -117,20 +117,24 @@ class Dispatcher:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        left = list(self._runs.values())
-        for run in left:
-            run.abandoned = True
-            run.cancel.set()
-        await asyncio.gather(*(r.task for r in left if r.task), return_exceptions=True)
+        await self._abandon(list(self._runs.values()))
         self._stopping.set()
         self._db.wake()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._abandon(list(self._runs.values()))  # started by a pass under way meanwhile
         with contextlib.suppress(Exception):
             await self._settle()
         released = await queue.release(self._db, self.claimer)
         await self._registry.close()
         log.info("dispatcher stopped", extra={"released": released})
+
+    async def _abandon(self, runs: list[Run]) -> None:
+        """Stop these runs and wait for them; their outcomes are not recorded."""
+        for run in runs:
+            run.abandoned = True
+            run.cancel.set()
+        await asyncio.gather(*(r.task for r in runs if r.task), return_exceptions=True)
 
     async def _recover_dead_neighbours(self) -> None:
         """Runs of a worker on this host whose process is gone need not wait out the lease.
@@ -182,7 +186,9 @@ class Dispatcher:
             self._finished = finished + self._finished
             raise
         for done in finished:
-            self._runs.pop(done.id, None)
+            run = self._runs.get(done.id)
+            if run is not None and run.claimed.attempt == done.attempt:
+                del self._runs[done.id]
         for item in claimed:
             self._start_run(item)
         if not self._runs:
@@ -197,14 +203,25 @@ class Dispatcher:
         requests.clear()
 
     def _start_run(self, claimed: queue.Claimed) -> None:
+        previous = self._runs.get(claimed.id)
+        if previous is not None and not previous.abandoned and not _done(previous.task):
+            # Claimed again after its lease ran out while it still runs here
+            # (heartbeats held up): the same run goes on, as the new attempt.
+            previous.claimed = claimed
+            return
         run = Run(claimed, RunRecord(claimed.id, self._settings.log_max_bytes))
         self._runs[claimed.id] = run
-        run.task = asyncio.create_task(self._execute(run), name=f"execution-{claimed.id}")
+        # An old copy still stopping here must be gone before the new one starts.
+        after = previous.task if previous is not None else None
+        run.task = asyncio.create_task(self._execute(run, after), name=f"execution-{claimed.id}")
 
-    async def _execute(self, run: Run) -> None:
+    async def _execute(self, run: Run, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            await asyncio.wait({after})
         outcome = await self._outcome_of(run)
         if run.abandoned:
-            self._runs.pop(run.claimed.id, None)
+            if self._runs.get(run.claimed.id) is run:
+                del self._runs[run.claimed.id]
             if not self._runs:
                 self._idle.set()
             return
@@ -303,6 +320,10 @@ class Dispatcher:
                 run.cancel.set()
             elif execution_id in beat.cancel:
                 run.cancel.set()
+
+
+def _done(task: asyncio.Task[None] | None) -> bool:
+    return task is None or task.done()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -275,7 +275,8 @@ class PriorityChange(Strict):
 
 class QueueSettingsChange(Strict):
     max_concurrent: int | None = Field(
-        description="global slots; null returns to MAX_CONCURRENT_EXECUTIONS",
+        description="global slots; null returns to the MAX_CONCURRENT_EXECUTIONS "
+        "of the latest worker to start",
         ge=1,
         le=1000,
         strict=True,  # `true` is not one slot

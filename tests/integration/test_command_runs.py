@@ -120,3 +120,15 @@ async def test_claims_carry_their_test_cases_when_the_kept_ones_are_dropped(
         ["echo", "first"],
         ["echo", "second"],
     ]
+
+
+async def test_output_with_nul_bytes_is_saved_and_the_run_ends(api) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL text cannot hold NUL: the log keeps a replacement character instead."""
+    test_id = await api.command_test(["printf", "a\\000b\\n"])
+    execution_id = (await api.run(test_id))["id"]
+    detail = await until(
+        lambda: api.get(f"/executions/{execution_id}"), lambda d: d["status"] == "completed"
+    )
+    assert detail["result"] == "pass"
+    response = await api.client.get(f"/api/v1/executions/{execution_id}/log", headers=api.admin)
+    assert response.text == "a\N{REPLACEMENT CHARACTER}b\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -124,3 +125,76 @@ async def test_a_claim_its_worker_never_heard_of_is_recovered_after_the_lease(
         await gate.wait_for(lambda: len(gate.spans) == 1)
     finally:
         await live.stop(grace_s=0)
+
+
+async def test_a_run_its_worker_claims_again_while_it_runs_goes_on_as_one(
+    api_only,
+    settings,
+    registry,
+    gate: GateRunner,  # type: ignore[no-untyped-def]
+) -> None:
+    """Heartbeats held up past the lease: the run is recovered and this same worker
+    claims it again while its first copy still runs; no second copy starts."""
+    db = api_only.state.db
+    slow_beats = settings.model_copy(update={"lease_ttl": GHOST_LEASE_S, "heartbeat_interval": 60})
+    worker = Dispatcher(slow_beats, db, registry, worker_id="slow-beats")
+    await worker.start()
+    try:
+        (only,) = await _enqueue(api_only, 1)
+        await gate.wait_started(1)
+        probe = queue.Claimer("probe", default_slots=5, lease_ttl_s=5, capacity=0)
+
+        async def recover() -> int:
+            return (await queue.heartbeat(db, probe, [], max_attempts=3)).recovered
+
+        await until(recover, lambda n: n == 1)
+        await until(
+            lambda: api_only.get(f"/executions/{only}"),
+            lambda d: (d["status"], d["attempt"], d["worker_id"]) == ("running", 2, "slow-beats"),
+        )
+        assert gate.started == [only] and len(gate.running) == 1
+        gate.release(only)
+        done = await until(
+            lambda: api_only.get(f"/executions/{only}"), lambda d: d["status"] == "completed"
+        )
+        assert (done["result"], done["attempt"]) == ("pass", 2)
+        assert gate.started == [only]
+    finally:
+        await worker.stop(grace_s=0)
+
+
+async def test_a_run_claimed_while_the_worker_stops_is_stopped_and_given_back(
+    api_only,
+    settings,
+    registry,
+    gate: GateRunner,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    db = api_only.state.db
+    claimed_one = asyncio.Event()
+    hold = asyncio.Event()
+    settle = queue.settle
+
+    async def slow_settle(*args, **kwargs):  # type: ignore[no-untyped-def]
+        claimed = await settle(*args, **kwargs)
+        if claimed:
+            claimed_one.set()
+            await hold.wait()
+        return claimed
+
+    monkeypatch.setattr(queue, "settle", slow_settle)
+    worker = Dispatcher(settings, db, registry, worker_id="stopping")
+    await worker.start()
+    (only,) = await _enqueue(api_only, 1)
+    await asyncio.wait_for(claimed_one.wait(), timeout=10)
+    stopping = asyncio.create_task(worker.stop(grace_s=0))
+
+    async def claims_stopped() -> bool:
+        return not worker.is_running
+
+    await until(claims_stopped, bool)
+    hold.set()  # the pass under way starts its run only now
+    await asyncio.wait_for(stopping, timeout=10)
+    assert gate.started == [only] and gate.running == set()
+    detail = await api_only.get(f"/executions/{only}")
+    assert (detail["status"], detail["attempt"]) == ("pending", 1)

@@ -68,10 +68,10 @@ async def recent_durations(conn: Conn, test_case_ids: Iterable[int | None]) -> D
             .order_by(E.id.desc())
             .limit(RECENT_RUNS)
         )
-        median = _median(_run_seconds(rows.tuples()))
+        median = _median(_run_seconds((row[0], row[1]) for row in rows))
         if median is not None:
             by_case[test_case_id] = median
-    return Durations(by_case, _median(_run_seconds(overall.tuples())))
+    return Durations(by_case, _median(_run_seconds((row[0], row[1]) for row in overall)))
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,17 @@ async def _run_choices(request: Request) -> list[tuple[int, str]]:
 async def show_queue(request: Request, viewer: CurrentViewer) -> Response:
     """What runs, what waits and in which order; kept current by `/events/queue`."""
     state = get_state(request)
+    async with state.db.read() as conn:
+        default_slots = await queue_status.configured_slots(
+            conn, state.settings.max_concurrent_executions
+        )
     return page(
         request,
         "queue.html",
         viewer,
         board=await board.build(state, viewer),
         choices=await _run_choices(request),
-        default_slots=state.settings.max_concurrent_executions,
+        default_slots=default_slots,
     )
 
 
