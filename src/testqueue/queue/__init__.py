@@ -131,7 +131,7 @@ async def enqueue(
         return [await _enqueue_one(db, test_case_ids[0], user_id, options)]
     async with db.write() as conn:
         now = utcnow()
-        cases = await _load_cases(conn, set(test_case_ids), options.priority, now)
+        cases = await _load_cases(conn, set(test_case_ids), options, now)
         rows = [_pending_row(cases[tc_id], user_id, options, now) for tc_id in test_case_ids]
         inserted = (await conn.execute(_INSERT, rows)).all()
         # Other hosts hear of it from the database: on PostgreSQL every INSERT
@@ -203,6 +203,13 @@ def _run_priority() -> Any:
     )
 
 
+def _run_base_url() -> Any:
+    """A new run's base URL: the one asked for, else its test case's `test_data.base_url`."""
+    return func.coalesce(
+        bindparam("base_url", type_=E.base_url.type), TestCase.test_data["base_url"].as_string()
+    )
+
+
 def _one_run_insert() -> Any:
     def given(name: str, column: Any) -> Any:
         return bindparam(name, type_=column.type)
@@ -221,9 +228,7 @@ def _one_run_insert() -> Any:
         E.required_tags: TestCase.required_tags,
         E.browser: given("browser", E.browser),
         E.environment: given("environment", E.environment),
-        E.base_url: func.coalesce(
-            given("base_url", E.base_url), TestCase.test_data["base_url"].as_string()
-        ),
+        E.base_url: _run_base_url(),
         E.triggered_by: given("triggered_by", E.triggered_by),
         E.total_steps: fixed(0, E.total_steps),
         E.passed_steps: fixed(0, E.passed_steps),
@@ -251,9 +256,9 @@ def _cases_statement() -> Any:
     equal = select(func.count()).where(PENDING, E.priority == priority, E.queued_at <= queued_at)
     return select(
         TestCase.id,
-        TestCase.priority,
-        TestCase.test_data,
         TestCase.required_tags,
+        priority.label("run_priority"),
+        _run_base_url().label("run_base_url"),
         (higher.scalar_subquery() + equal.scalar_subquery()).label("ahead"),
     ).where(TestCase.id.in_(bindparam("ids", expanding=True)))
 
@@ -264,9 +269,14 @@ _INSERT_ONE = _one_run_insert()
 
 
 async def _load_cases(
-    conn: Conn, ids: set[int], priority: int | None, now: datetime
+    conn: Conn, ids: set[int], options: RunOptions, now: datetime
 ) -> dict[int, Any]:
-    params = {"ids": list(ids), "priority": priority, "now": now}
+    params = {
+        "ids": list(ids),
+        "priority": options.priority,
+        "base_url": options.base_url,
+        "now": now,
+    }
     found = {row.id: row for row in (await conn.execute(_CASES, params)).all()}
     missing = sorted(ids - found.keys())
     if missing:
@@ -277,22 +287,18 @@ async def _load_cases(
 def _pending_row(
     case_row: Any, user_id: int | None, options: RunOptions, now: datetime
 ) -> dict[str, Any]:
-    base_url = options.base_url
-    if base_url is None and isinstance(case_row.test_data, dict):
-        value = case_row.test_data.get("base_url")
-        base_url = value if isinstance(value, str) else None
     return {
         "test_case_id": case_row.id,
         "user_id": user_id,
         "status": Status.PENDING,
-        "priority": options.priority or PRIORITY_WORDS.get(case_row.priority, 5),
+        "priority": case_row.run_priority,
         "queued_at": now,
         "attempt": 1,
         "cancel_requested": False,
         "required_tags": case_row.required_tags,
         "browser": options.browser,
         "environment": options.environment,
-        "base_url": base_url,
+        "base_url": case_row.run_base_url,
         "triggered_by": options.triggered_by,
         "total_steps": 0,
         "passed_steps": 0,
@@ -395,14 +401,19 @@ async def clear(db: Database) -> int:
     return int(result.rowcount)
 
 
-async def set_paused(db: Database, paused: bool) -> None:
-    """Pause (nothing new starts) or resume the queue for every worker."""
+async def _change_state(db: Database, **values: Any) -> None:
+    """Change the queue's switches for every worker, and wake them to look again."""
     async with db.write() as conn:
         await conn.execute(
-            update(QueueState).where(QueueState.id == 1).values(paused=paused, updated_at=utcnow())
+            update(QueueState).where(QueueState.id == 1).values(**values, updated_at=utcnow())
         )
         await dialect.signal(db, conn)
     db.wake()
+
+
+async def set_paused(db: Database, paused: bool) -> None:
+    """Pause (nothing new starts) or resume the queue for every worker."""
+    await _change_state(db, paused=paused)
 
 
 async def declare_slots(db: Database, slots: int) -> int | None:
@@ -412,32 +423,19 @@ async def declare_slots(db: Database, slots: int) -> int | None:
     number even when hosts were started with different ones (an admin's
     runtime number still wins). Returns the different number it replaced.
     """
-    async with db.write() as conn:
+    async with db.read() as conn:
         before = (
             await conn.execute(select(QueueState.configured_slots).where(QueueState.id == 1))
         ).scalar_one_or_none()
-        if before == slots:
-            return None
-        await conn.execute(
-            update(QueueState)
-            .where(QueueState.id == 1)
-            .values(configured_slots=slots, updated_at=utcnow())
-        )
-        await dialect.signal(db, conn)
-    db.wake()
+    if before == slots:
+        return None
+    await _change_state(db, configured_slots=slots)
     return before
 
 
 async def set_max_concurrent(db: Database, slots: int | None) -> None:
-    """Change the global number of slots at runtime; None returns to MAX_CONCURRENT_EXECUTIONS."""
-    async with db.write() as conn:
-        await conn.execute(
-            update(QueueState)
-            .where(QueueState.id == 1)
-            .values(max_concurrent=slots, updated_at=utcnow())
-        )
-        await dialect.signal(db, conn)
-    db.wake()
+    """Change the global number of slots at runtime; None returns to what workers started with."""
+    await _change_state(db, max_concurrent=slots)
 
 
 async def delete_test_case(db: Database, test_case_id: int) -> int:

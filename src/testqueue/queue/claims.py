@@ -44,6 +44,7 @@ from testqueue.models import (
 )
 from testqueue.queue import dialect
 from testqueue.queue.positions import LINE_ORDER, PENDING, RUNNING, line_filter
+from testqueue.queue.status import slots_in_force
 from testqueue.runners.base import ArtifactRecord, StepRecord
 
 E = Execution
@@ -104,9 +105,10 @@ async def settle(
     """Record finished runs and claim up to `want` more, in one transaction.
 
     Finishing and claiming together means a freed slot is refilled in the same
-    commit that frees it. A wake-up with nothing to record first looks without
-    locking whether a slot is free and something waits: many workers woken
-    by one NOTIFY then queue on the claim lock only when there is work.
+    commit that frees it. A wake-up with nothing to record takes the claim lock
+    only if a slot looks free and something waits (`_worth_claiming`, on
+    PostgreSQL): many workers woken by one NOTIFY then queue on the lock only
+    when there is work.
     """
     if not finished and want <= 0:
         return []
@@ -131,7 +133,7 @@ def _worth_claiming(default_slots: int) -> ColumnElement[bool]:
     """
     running = select(func.count()).where(RUNNING).scalar_subquery()
     waiting = select(E.id).where(PENDING).limit(1).exists()
-    slots = func.coalesce(QueueState.max_concurrent, QueueState.configured_slots, default_slots)
+    slots = slots_in_force(default_slots)
     return and_(QueueState.id == 1, QueueState.paused.is_(False), running < slots, waiting)
 
 
@@ -199,11 +201,7 @@ def _free_slots() -> Any:
     workers counting first would both see the last free slot.
     """
     running = select(func.count()).where(RUNNING).scalar_subquery()
-    slots = func.coalesce(
-        QueueState.max_concurrent,
-        QueueState.configured_slots,
-        bindparam("claim_slots", type_=Integer),
-    )
+    slots = slots_in_force(bindparam("claim_slots", type_=Integer))
     state = (
         select(QueueState.paused.label("paused"), (slots - running).label("free"))
         .where(QueueState.id == 1)
@@ -270,7 +268,7 @@ async def _claim(db: Database, conn: Conn, claimer: Claimer, want: int) -> list[
             base_url=r.base_url,
             browser=r.browser,
             environment=r.environment,
-            case=cases.get(r.test_case_id) if r.test_case_id is not None else None,
+            case=cases.get(r.test_case_id),
         )
         for r in taken
     ]

@@ -124,9 +124,8 @@ async def count_ahead(conn: Conn, priority: int, queued_at: datetime, execution_
     if conn.dialect.name != "sqlite":
         return int((await conn.execute(_COUNT_AHEAD, params)).scalar_one())
     higher, total, first, last = (await conn.execute(_ENDS, params)).one()
-    if not total or first is None or last is None or last <= first:
-        return int(higher) + int((await conn.execute(_SAME_AHEAD, params)).scalar_one())
-    if execution_id - first <= last - execution_id:
+    from_back = total and first is not None and last is not None
+    if not (from_back and execution_id - first > last - execution_id):
         return int(higher) + int((await conn.execute(_SAME_AHEAD, params)).scalar_one())
     behind = int((await conn.execute(_SAME_BEHIND, params)).scalar_one())
     return int(higher) + int(total) - 1 - behind

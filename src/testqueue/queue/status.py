@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, select
+from sqlalchemy import ColumnElement, Integer, bindparam, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, Worker, as_utc, utcnow
@@ -35,12 +35,17 @@ class Snapshot:
         return max(0, self.max_concurrent - self.active_count)
 
 
+def slots_in_force(default: Any) -> ColumnElement[int]:
+    """The global slots: an admin's runtime number, else what the latest worker
+    started with, else `default` (this process's MAX_CONCURRENT_EXECUTIONS)."""
+    return func.coalesce(QueueState.max_concurrent, QueueState.configured_slots, default)
+
+
 def _slots_and_counts(count_pending: bool) -> Any:
     running = select(func.count()).where(RUNNING).scalar_subquery()
     pending = select(func.count()).where(PENDING).scalar_subquery() if count_pending else literal(0)
-    return select(
-        QueueState.max_concurrent, QueueState.configured_slots, QueueState.paused, running, pending
-    ).where(QueueState.id == 1)
+    slots = slots_in_force(bindparam("default_slots", type_=Integer))
+    return select(slots, QueueState.paused, running, pending).where(QueueState.id == 1)
 
 
 _SLOTS_AND_COUNTS = {counted: _slots_and_counts(counted) for counted in (True, False)}
@@ -49,14 +54,13 @@ _SLOTS_AND_COUNTS = {counted: _slots_and_counts(counted) for counted in (True, F
 async def slots_and_counts(
     conn: Conn, default_slots: int, *, count_pending: bool = True
 ) -> tuple[int, int, int, bool]:
-    """(slots, running, pending, paused) from one statement.
+    """(slots in force, running, pending, paused) from one statement.
 
-    The slots are an admin's runtime number, else what the latest worker
-    started with, else `default_slots`. Counting a long line costs
-    milliseconds; without `count_pending` it is 0.
+    Counting a long line costs milliseconds; without `count_pending` it is 0.
     """
-    row = (await conn.execute(_SLOTS_AND_COUNTS[count_pending])).one()
-    return row[0] or row[1] or default_slots, int(row[3]), int(row[4]), bool(row[2])
+    statement = _SLOTS_AND_COUNTS[count_pending]
+    row = (await conn.execute(statement, {"default_slots": default_slots})).one()
+    return int(row[0]), int(row[2]), int(row[3]), bool(row[1])
 
 
 async def configured_slots(conn: Conn, default_slots: int) -> int:
