@@ -219,7 +219,7 @@ async def api_only(settings: Settings, registry: Registry) -> AsyncIterator[Api]
         yield value
 
 
-def spec_for(tmp_path: Path, argv: list[str] | None, **fields: Any) -> RunSpec:
+def spec_for(argv: list[str] | None, **fields: Any) -> RunSpec:
     values: dict[str, Any] = {
         "execution_id": 1,
         "test_case_id": 1,
@@ -228,7 +228,6 @@ def spec_for(tmp_path: Path, argv: list[str] | None, **fields: Any) -> RunSpec:
         "timeout_s": 30.0,
         "command": argv,
         "worker_id": "test-worker",
-        "artifacts_dir": tmp_path / "artifacts",
     }
     values.update(fields)
     return RunSpec(**values)

@@ -272,7 +272,6 @@ class Dispatcher:
             browser=claimed.browser,
             environment=claimed.environment,
             worker_id=self.claimer.worker_id,
-            artifacts_dir=self._settings.artifacts_dir,
         )
 
     async def _cleanup_loop(self) -> None:

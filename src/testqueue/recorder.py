@@ -26,8 +26,7 @@ class RunRecord:
         self._steps_dirty = False
 
     def log(self, text: str) -> None:
-        # PostgreSQL text cannot hold NUL; a log with one would never be saved.
-        data = text.replace("\0", "\N{REPLACEMENT CHARACTER}").encode()
+        data = text.encode()
         self._log_dirty = True
         room = self._head_limit - len(self._head)
         if room > 0 and not self._tail:

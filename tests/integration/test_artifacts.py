@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_settings
 from testqueue import artifacts
 from testqueue.config import Settings
 
@@ -16,11 +17,7 @@ DAY_S = 24 * 3600
 
 @pytest.fixture
 def artifact_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path / 't.db'}",
-        artifacts_dir=tmp_path / "artifacts",
-    )
+    return make_settings(f"sqlite:///{tmp_path / 't.db'}", tmp_path)
 
 
 def make_execution(settings: Settings, execution_id: int, age_days: float) -> Path:
@@ -61,7 +58,8 @@ def test_remove_older_than_keeps_young_and_foreign_folders(artifact_settings: Se
     old = make_execution(artifact_settings, 1, age_days=40)
     young = make_execution(artifact_settings, 2, age_days=1)
     rewritten = make_execution(artifact_settings, 3, age_days=40)
-    (rewritten / "trace.zip").write_bytes(b"PK\x03\x04")  # a new file makes the folder young
+    (rewritten / "step-01-failure.png").write_bytes(b"\x89PNG")  # a file inside written now
+    os.utime(rewritten, (time.time() - 40 * DAY_S,) * 2)  # while the folder itself looks old
     foreign = artifacts.executions_root(artifact_settings) / "notes"
     foreign.mkdir()
     os.utime(foreign, (0, 0))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from browser_pages import Pages, serve_pages
 
+from conftest import make_settings, spec_for
 from testqueue import artifacts
 from testqueue.config import Settings
 from testqueue.models import Result
@@ -76,21 +77,15 @@ class Recorder:
         return [step.result for step in self.steps]
 
 
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 't.db'}",
-        "artifacts_dir": tmp_path / "artifacts",
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
+def settings_at(tmp_path: Path, **overrides: Any) -> Settings:
+    return make_settings(f"sqlite:///{tmp_path / 't.db'}", tmp_path, **overrides)
 
 
 def spec(steps: list[Any], execution_id: int = 1, **fields: Any) -> RunSpec:
-    return RunSpec(
+    return spec_for(
+        None,
         execution_id=execution_id,
-        test_case_id=1,
         runner="browser",
-        attempt=1,
         timeout_s=RUN_BUDGET_S,
         steps=steps,
         **fields,
@@ -120,7 +115,7 @@ async def pages() -> AsyncIterator[Pages]:
 
 @pytest.fixture
 def browser_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+    return settings_at(tmp_path)
 
 
 @pytest.fixture
@@ -272,7 +267,7 @@ async def test_five_runs_at_once_share_one_browser_but_not_cookies(
 
 
 async def test_browser_is_recycled_after_n_runs(tmp_path: Path, pages: Pages) -> None:
-    runner = BrowserRunner(make_settings(tmp_path, browser_recycle_after=2))
+    runner = BrowserRunner(settings_at(tmp_path, browser_recycle_after=2))
     one_step = spec([{"action": "goto", "url": "/whoami"}], base_url=pages.base_url)
     try:
         outcomes = [(await run(runner, one_step))[0] for _ in range(5)]
@@ -314,11 +309,12 @@ async def test_only_chromium_is_available(runner: BrowserRunner) -> None:
 
 
 async def test_missing_chromium_says_how_to_install_one(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, chromium_path=str(tmp_path / "no-such-chromium"))
+    settings = settings_at(tmp_path, chromium_path=str(tmp_path / "no-such-chromium"))
     runner = BrowserRunner(settings)
-
-    outcome, recorder = await run(runner, spec([{"action": "goto", "url": "/"}]))
-    await runner.close()
+    try:
+        outcome, recorder = await run(runner, spec([{"action": "goto", "url": "/"}]))
+    finally:
+        await runner.close()
 
     assert outcome.result is Result.ERROR
     message = outcome.error_message or ""
@@ -329,7 +325,7 @@ async def test_missing_chromium_says_how_to_install_one(tmp_path: Path) -> None:
 
 
 async def test_a_chromium_that_will_not_start_is_an_error(tmp_path: Path) -> None:
-    runner = BrowserRunner(make_settings(tmp_path, chromium_path="/bin/false"))
+    runner = BrowserRunner(settings_at(tmp_path, chromium_path="/bin/false"))
     try:
         outcome, recorder = await run(runner, spec([{"action": "goto", "url": "/"}]))
     finally:
@@ -341,8 +337,8 @@ async def test_a_chromium_that_will_not_start_is_an_error(tmp_path: Path) -> Non
 
 
 def test_registry_builds_the_browser_runner(tmp_path: Path) -> None:
-    built: Runner = Registry(make_settings(tmp_path)).get("browser")
-    conforms: Runner = BrowserRunner(make_settings(tmp_path))  # mypy checks the protocol here
+    built: Runner = Registry(settings_at(tmp_path)).get("browser")
+    conforms: Runner = BrowserRunner(settings_at(tmp_path))  # mypy checks the protocol here
 
     assert isinstance(built, BrowserRunner)
     assert conforms.kind == "browser"

@@ -32,21 +32,21 @@ async def _run(
 
 
 async def test_exit_zero_passes_and_output_is_captured(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    outcome, record = await _run(runner, spec_for(tmp_path, ["sh", "-c", "echo out; echo err >&2"]))
+    outcome, record = await _run(runner, spec_for(["sh", "-c", "echo out; echo err >&2"]))
     assert outcome.result == Result.PASS
     assert outcome.exit_code == 0
     assert record.text() == "out\nerr\n"
 
 
 async def test_non_zero_exit_fails_with_the_code(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    outcome, _ = await _run(runner, spec_for(tmp_path, ["sh", "-c", "exit 3"]))
+    outcome, _ = await _run(runner, spec_for(["sh", "-c", "exit 3"]))
     assert outcome.result == Result.FAIL
     assert outcome.exit_code == 3
     assert outcome.error_message == "exited with code 3"
 
 
 async def test_a_command_that_cannot_start_is_an_error(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    outcome, _ = await _run(runner, spec_for(tmp_path, ["/no/such/program", "x"]))
+    outcome, _ = await _run(runner, spec_for(["/no/such/program", "x"]))
     assert outcome.result == Result.ERROR
     assert "cannot start '/no/such/program'" in (outcome.error_message or "")
 
@@ -59,7 +59,7 @@ async def test_environment_has_the_context_and_no_secrets(
     monkeypatch.setenv("DATABASE_URL", "postgresql://secret@db/prod")
     monkeypatch.setenv("SECRET_KEY", "do-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nor-this")
-    spec = spec_for(tmp_path, ["sh", "-c", "env; pwd"], execution_id=42, base_url="http://app.test")
+    spec = spec_for(["sh", "-c", "env; pwd"], execution_id=42, base_url="http://app.test")
     outcome, record = await _run(runner, spec)
     assert outcome.result == Result.PASS
     lines = record.text().splitlines()
@@ -85,7 +85,7 @@ while :; do sleep 0.1; done
 
 async def test_timeout_kills_a_tree_that_ignores_term(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pid_file = tmp_path / "child.pid"
-    spec = spec_for(tmp_path, ["sh", "-c", IGNORES_TERM, "tree", str(pid_file)], timeout_s=1.5)
+    spec = spec_for(["sh", "-c", IGNORES_TERM, "tree", str(pid_file)], timeout_s=1.5)
     begin = time.monotonic()
     outcome, _ = await _run(runner, spec, timeout=1.5)
     elapsed = time.monotonic() - begin
@@ -98,7 +98,7 @@ async def test_timeout_kills_a_tree_that_ignores_term(runner, tmp_path: Path) ->
 
 async def test_cancel_stops_a_running_command_within_a_second(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pid_file = tmp_path / "child.pid"
-    spec = spec_for(tmp_path, ["sh", "-c", IGNORES_TERM, "tree", str(pid_file)])
+    spec = spec_for(["sh", "-c", IGNORES_TERM, "tree", str(pid_file)])
     cancel = asyncio.Event()
     running = asyncio.create_task(_run(runner, spec, cancel=cancel))
     child = int((await file_appears(pid_file)).split()[0])
@@ -115,7 +115,7 @@ async def test_output_is_capped_keeping_head_and_tail(tmp_path: Path) -> None:
     settings = make_settings(f"sqlite:///{tmp_path / 'x.db'}", tmp_path)
     runner = CommandRunner(settings)
     script = "for i in $(seq 1 20000); do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done"
-    spec = spec_for(tmp_path, ["sh", "-c", script])
+    spec = spec_for(["sh", "-c", script])
     record = RunRecord(1, 16_384)
     deadline = asyncio.get_running_loop().time() + 30
     outcome = await runner.run(spec, deadline=deadline, cancel=asyncio.Event(), report=record)
@@ -133,7 +133,7 @@ async def test_background_leftovers_are_stopped_when_the_command_exits(
 ) -> None:
     pid_file = tmp_path / "bg.pid"
     script = f"sleep 60 & echo $! > {pid_file}; echo started"
-    outcome, _ = await _run(runner, spec_for(tmp_path, ["sh", "-c", script]))
+    outcome, _ = await _run(runner, spec_for(["sh", "-c", script]))
     assert outcome.result == Result.PASS
     leftover = int(pid_file.read_text())
     await until(lambda: asyncio.sleep(0, pid_alive(leftover)), lambda alive: not alive, 2.0)

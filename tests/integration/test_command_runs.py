@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 from testqueue import queue
+from testqueue.models import Result
 from testqueue.queue import claims
+from testqueue.runners.base import StepRecord
 from waiting import until
 
 
@@ -132,3 +134,29 @@ async def test_output_with_nul_bytes_is_saved_and_the_run_ends(api) -> None:  # 
     assert detail["result"] == "pass"
     response = await api.client.get(f"/api/v1/executions/{execution_id}/log", headers=api.admin)
     assert response.text == "a\N{REPLACEMENT CHARACTER}b\n"
+
+
+async def test_nul_in_step_and_error_messages_is_stored_too(api_only) -> None:  # type: ignore[no-untyped-def]
+    """The same guard covers every text a run reports, not only its log."""
+    db = api_only.state.db
+    stand_in = queue.Claimer("stand-in", default_slots=5, lease_ttl_s=60, capacity=5)
+    await api_only.run(await api_only.command_test(["true"]))
+    (claimed,) = await queue.settle(db, stand_in, [], 1)
+    step = StepRecord(1, "expect_text", "fail", description="read a\0b", error_message="saw a\0b")
+    done = queue.Finished(
+        claimed.id,
+        claimed.attempt,
+        Result.FAIL,
+        None,
+        "step 1: saw a\0b",
+        (1, 0, 1, 0),
+        queue.Progress(claimed.id, log="a\0b", steps=[step]),
+    )
+    await queue.settle(db, stand_in, [done], 0)
+    detail = await api_only.get(f"/executions/{claimed.id}")
+    mark = "\N{REPLACEMENT CHARACTER}"
+    assert (detail["status"], detail["error_message"]) == ("completed", f"step 1: saw a{mark}b")
+    assert (detail["steps"][0]["description"], detail["steps"][0]["error_message"]) == (
+        f"read a{mark}b",
+        f"saw a{mark}b",
+    )

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -173,7 +173,7 @@ async def _record_finished(conn: Conn, worker_id: str, finished: Sequence[Finish
                 "f_attempt": f.attempt,
                 "f_result": f.result.value if f.result else None,
                 "f_exit_code": f.exit_code,
-                "f_error": f.error_message,
+                "f_error": _text(f.error_message),
                 "f_total": f.steps[0],
                 "f_passed": f.steps[1],
                 "f_failed": f.steps[2],
@@ -301,7 +301,7 @@ async def save_progress(conn: Conn, progress: Sequence[Progress]) -> None:
     logs = [p for p in progress if p.log is not None]
     if logs:
         rows = [
-            {"execution_id": p.execution_id, "content": p.log, "cut_bytes": p.cut_bytes}
+            {"execution_id": p.execution_id, "content": _text(p.log), "cut_bytes": p.cut_bytes}
             for p in logs
         ]
         await conn.execute(_upsert_logs(conn.dialect.name), rows)
@@ -331,15 +331,25 @@ def _upsert_logs(dialect_name: str) -> Any:
     )
 
 
+@overload
+def _text(value: str) -> str: ...
+@overload
+def _text(value: None) -> None: ...
+def _text(value: str | None) -> str | None:
+    """What a run wrote, storable: PostgreSQL text cannot hold NUL, and a value
+    with one would fail every save of the run (leases included)."""
+    return None if value is None else value.replace("\0", "\N{REPLACEMENT CHARACTER}")
+
+
 def _step_row(execution_id: int, step: StepRecord) -> dict[str, Any]:
     return {
         "execution_id": execution_id,
         "number": step.number,
         "action": step.action,
-        "description": step.description,
+        "description": _text(step.description),
         "result": step.result,
         "duration_ms": step.duration_ms,
-        "error_message": step.error_message,
+        "error_message": _text(step.error_message),
         "screenshot": step.screenshot,
     }
 

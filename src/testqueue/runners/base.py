@@ -31,7 +31,6 @@ class RunSpec:
     browser: str | None = None
     environment: str | None = None
     worker_id: str = ""
-    artifacts_dir: Path = Path("artifacts")
 
 
 @dataclass(frozen=True)

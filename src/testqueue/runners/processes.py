@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import time
@@ -54,6 +55,7 @@ class Tree:
     def __init__(self, popen: subprocess.Popen[bytes], output_closed: asyncio.Future[None]) -> None:
         self.popen = popen
         self._output_closed = output_closed
+        self._exited = leader_exit(popen.pid)  # one pidfd for the tree's whole life
 
     @classmethod
     async def start(
@@ -85,18 +87,16 @@ class Tree:
 
     async def wait(self, deadline: float, cancel: asyncio.Event) -> str:
         """'exit', 'timeout' or 'cancel': whichever comes first."""
-        exited = leader_exit(self.pid)
         cancelled: asyncio.Future[bool] = asyncio.ensure_future(cancel.wait())
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            waits: set[asyncio.Future[Any]] = {exited, cancelled}
+            waits: set[asyncio.Future[Any]] = {self._exited, cancelled}
             done, _ = await asyncio.wait(
                 waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             cancelled.cancel()
-            exited.cancel()
-        if exited in done:
+        if self._exited in done:
             return "exit"
         return "cancel" if cancelled in done else "timeout"
 
@@ -104,7 +104,7 @@ class Tree:
         """TERM the whole group, give the leader `grace_s` to exit, then KILL the group."""
         signal_group(self.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leader_exit(self.pid), timeout=grace_s)
+            await asyncio.wait_for(asyncio.shield(self._exited), timeout=grace_s)
         signal_group(self.pid, signal.SIGKILL)
 
     async def finish(self) -> None:
@@ -112,7 +112,7 @@ class Tree:
         signal_group(self.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._output_closed), DRAIN_TIMEOUT_S)
-        await leader_exit(self.pid)
+        await self._exited
         self.popen.wait()
 
 
@@ -155,14 +155,34 @@ def sweep_orphans(worker_ids: set[str]) -> int:
     if not worker_ids:
         return 0
     markers = {f"TESTQUEUE_WORKER_ID={wid}".encode() for wid in worker_ids}
-    killed = [pid for pid in _pids() if markers & _environ(pid)]
-    for pid in killed:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + SWEEP_WAIT_S
-    while any(is_running(pid) for pid in killed) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return len(killed)
+    handles = (_handle(pid, markers) for pid in _pids() if markers & _environ(pid))
+    found = [fd for fd in handles if fd is not None]
+    try:
+        for fd in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        # A pidfd turns readable when its process has exited.
+        deadline = time.monotonic() + SWEEP_WAIT_S
+        waiting = list(found)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(waiting, [], [], left)
+            waiting = [fd for fd in waiting if fd not in ready]
+    finally:
+        for fd in found:
+            os.close(fd)
+    return len(found)
+
+
+def _handle(pid: int, markers: set[bytes]) -> int | None:
+    """A pidfd for `pid` if it is still the process the markers named (pids get reused)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if markers & _environ(pid):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _pids() -> list[int]:
@@ -174,12 +194,3 @@ def _environ(pid: int) -> set[bytes]:
         return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
     except OSError:
         return set()
-
-
-def is_running(pid: int) -> bool:
-    """True until the process is gone or a zombie (killed, waiting to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

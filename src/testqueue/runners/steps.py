@@ -36,9 +36,7 @@ MAX_STEPS = 500
 
 ElementState = Literal["visible", "hidden", "attached", "detached"]
 LoadState = Literal["load", "domcontentloaded", "networkidle"]
-WaitState = Literal[
-    "visible", "hidden", "attached", "detached", "load", "domcontentloaded", "networkidle"
-]
+WaitState = Literal[ElementState, LoadState]
 ELEMENT_STATES: tuple[ElementState, ...] = get_args(ElementState)
 LOAD_STATES: tuple[LoadState, ...] = get_args(LoadState)
 
