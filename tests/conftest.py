@@ -21,11 +21,12 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 
 from gates import GateRunner, with_gate
-from testqueue import security
+from testqueue import queue, security
 from testqueue.api.app import create_app
 from testqueue.config import Settings
 from testqueue.database import migrate
-from testqueue.models import Base
+from testqueue.models import Base, Result
+from testqueue.queue.postgres import libpq_dsn
 from testqueue.runners import Registry
 from testqueue.runners.base import RunSpec
 
@@ -43,8 +44,7 @@ def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _admin_dsn(dbname: str = "postgres") -> str:
-    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=dbname)
-    return url.render_as_string(hide_password=False)
+    return libpq_dsn(_postgres_url(dbname))
 
 
 def _postgres_url(dbname: str) -> str:
@@ -238,3 +238,27 @@ def postgres_url(postgres_database: str) -> str:
     """For tests of what only PostgreSQL does (several hosts): the session database, emptied."""
     _empty_postgres(postgres_database)
     return _postgres_url(postgres_database)
+
+
+# A worker the test drives by hand: runs move to running and completed exactly
+# when the test says (`queue.settle` with its own claimer).
+STAND_IN = queue.Claimer(worker_id="stand-in", default_slots=50, lease_ttl_s=60.0, capacity=50)
+
+
+async def claim(api: Any, count: int) -> list[queue.Claimed]:
+    """Take the next `count` runs in line, as a worker would."""
+    return await queue.settle(api.state.db, STAND_IN, [], count)
+
+
+async def finish(api: Any, claimed: queue.Claimed, result: Result, **fields: Any) -> None:
+    """Record how a claimed run ended, as its worker would."""
+    done = queue.Finished(
+        id=claimed.id,
+        attempt=claimed.attempt,
+        result=result,
+        exit_code=fields.get("exit_code"),
+        error_message=fields.get("error_message"),
+        steps=fields.get("steps", (0, 0, 0, 0)),
+        progress=fields.get("progress"),
+    )
+    await queue.settle(api.state.db, STAND_IN, [done], 0)

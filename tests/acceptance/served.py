@@ -8,7 +8,6 @@ that waits until the test creates a file, so no test needs to sleep.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,9 @@ import httpx
 
 from conftest import ADMIN_PASSWORD
 from process import Server
+from waiting import until
 
 __all__ = ["ADMIN_PASSWORD", "Api", "Server", "gated_argv", "start"]
-
-POLL_S = 0.05
 
 
 def start(folder: Path, **env: str) -> Server:
@@ -87,21 +85,9 @@ class Api:
         result: dict[str, Any] = response.json()
         return result
 
-    async def wait_until(self, check: Any, what: str, timeout_s: float = 15.0) -> Any:
-        """Poll `check()` (async) until it returns something truthy, or fail naming `what`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            value = await check()
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(POLL_S)
-
     async def wait_idle(self) -> None:
         async def idle() -> bool:
             status = await self.status()
             return bool(status["active_count"] == 0 and status["queued_count"] == 0)
 
-        await self.wait_until(idle, "an idle queue")
+        await until(idle, bool)

@@ -53,10 +53,7 @@ def test_kill_9_loses_nothing_keeps_order_and_runs_nothing_twice(
     assert not (tmp_path / "marks" / "TWICE").exists()
 
     (tmp_path / "gate").touch()
-    done = wait_for(
-        lambda: server.call("GET", "/executions?status=completed")["total"], lambda n: n == 6
-    )
-    assert done == 6
+    wait_for(lambda: server.call("GET", "/executions?status=completed")["total"], lambda n: n == 6)
     results = {e["id"]: e for e in server.call("GET", "/executions?limit=50")["items"]}
     assert sorted(results) == sorted(ids)
     assert {e["result"] for e in results.values()} == {"pass"}

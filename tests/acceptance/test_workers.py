@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from process import Process, Server, held_argv, wait_for
 from spans import max_overlap
+from testqueue.queue.postgres import libpq_dsn
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +32,6 @@ def cluster(tmp_path: Path, postgres_url: str) -> Iterator[list[Process]]:
     yield started
     for process in started:
         process.stop()
-
-
-def _dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 def _api(tmp_path: Path, url: str, cluster: list[Process], **env: object) -> Server:
@@ -80,7 +76,7 @@ def test_four_workers_race_over_2000_runs_within_five_slots(
         timeout=240,
     )
 
-    with psycopg.connect(_dsn(postgres_url)) as conn:
+    with psycopg.connect(libpq_dsn(postgres_url)) as conn:
         rows = conn.execute(
             "SELECT id, started_at, completed_at, attempt, result, worker_id FROM executions"
         ).fetchall()
@@ -165,7 +161,7 @@ def test_a_worker_whose_connections_drop_comes_back_and_goes_on(
         lambda: server.call("GET", f"/executions/{first}")["status"], lambda s: s == "completed"
     )
 
-    with psycopg.connect(_dsn(postgres_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(postgres_url), autocommit=True) as conn:
         dropped = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name LIKE %s",

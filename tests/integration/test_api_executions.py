@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from conftest import claim, finish
 from gates import GateRunner
 from testqueue import queue
 from testqueue.models import Result
 from testqueue.runners.base import StepRecord
 
 EXECUTIONS = "/api/v1/executions"
-STAND_IN = queue.Claimer(worker_id="stand-in", default_slots=50, lease_ttl_s=60.0, capacity=50)
 RUN_FIELDS = {"id", "test_case_id", "status", "priority", "queue_position", "message"}
 DETAIL_FIELDS = {
     "id",
@@ -47,24 +47,6 @@ DETAIL_FIELDS = {
     "triggered_by",
     "exit_code",
 }
-
-
-async def claim(api: Any, count: int) -> list[queue.Claimed]:
-    """Take the next `count` runs in line, as a worker would."""
-    return await queue.settle(api.state.db, STAND_IN, [], count)
-
-
-async def finish(api: Any, claimed: queue.Claimed, result: Result, **fields: Any) -> None:
-    done = queue.Finished(
-        id=claimed.id,
-        attempt=claimed.attempt,
-        result=result,
-        exit_code=fields.get("exit_code"),
-        error_message=fields.get("error_message"),
-        steps=fields.get("steps", (0, 0, 0, 0)),
-        progress=fields.get("progress"),
-    )
-    await queue.settle(api.state.db, STAND_IN, [done], 0)
 
 
 async def post(api: Any, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:

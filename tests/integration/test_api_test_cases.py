@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from testqueue import queue
+from conftest import claim, finish
 from testqueue.models import Result
 
 TESTS = "/api/v1/tests"
 BROWSER_STEPS = [{"action": "goto", "url": "https://example.com/login"}]
 # Stands in for a worker so runs can be finished without a dispatcher or a wait.
-STAND_IN = queue.Claimer(worker_id="stand-in", default_slots=50, lease_ttl_s=60.0, capacity=50)
 
 
 async def create(api: Any, headers: dict[str, str], **body: Any) -> Any:
@@ -226,10 +225,9 @@ async def test_deleting_a_test_case_cancels_its_pending_runs_and_keeps_history(
     other_id = await api.command_test(["true"], title="bystander")
     done, running, *pending = [(await api.run(test_id))["id"] for _ in range(4)]
     bystander = (await api.run(other_id))["id"]
-    first, second = await queue.settle(api.state.db, STAND_IN, [], 2)
+    first, second = await claim(api, 2)
     assert (first.id, second.id) == (done, running)
-    finished = queue.Finished(first.id, first.attempt, Result.PASS, 0, None)
-    await queue.settle(api.state.db, STAND_IN, [finished], 0)
+    await finish(api, first, Result.PASS, exit_code=0)
 
     response = await api.client.delete(f"{TESTS}/{test_id}", headers=api.admin)
     assert response.status_code == 204, response.text

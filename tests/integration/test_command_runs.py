@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from conftest import STAND_IN
 from testqueue import queue
 from testqueue.models import Result
 from testqueue.queue import claims
@@ -109,15 +110,14 @@ async def test_claims_carry_their_test_cases_when_the_kept_ones_are_dropped(
     """A claim that reads one test case anew and keeps another must hand out both."""
     monkeypatch.setattr(claims, "CASES_KEPT", 1)
     db = api_only.state.db
-    stand_in = queue.Claimer("stand-in", default_slots=5, lease_ttl_s=60, capacity=5)
     first = await api_only.command_test(["echo", "first"])
     second = await api_only.command_test(["echo", "second"])
     await api_only.run(first)
-    (kept,) = await queue.settle(db, stand_in, [], 1)
+    (kept,) = await queue.settle(db, STAND_IN, [], 1)
     assert kept.case is not None and kept.case.command == ["echo", "first"]
     await api_only.run(first)
     await api_only.run(second)
-    claimed = await queue.settle(db, stand_in, [], 2)
+    claimed = await queue.settle(db, STAND_IN, [], 2)
     assert [c.case.command if c.case else None for c in claimed] == [
         ["echo", "first"],
         ["echo", "second"],
@@ -139,9 +139,8 @@ async def test_output_with_nul_bytes_is_saved_and_the_run_ends(api) -> None:  # 
 async def test_nul_in_step_and_error_messages_is_stored_too(api_only) -> None:  # type: ignore[no-untyped-def]
     """The same guard covers every text a run reports, not only its log."""
     db = api_only.state.db
-    stand_in = queue.Claimer("stand-in", default_slots=5, lease_ttl_s=60, capacity=5)
     await api_only.run(await api_only.command_test(["true"]))
-    (claimed,) = await queue.settle(db, stand_in, [], 1)
+    (claimed,) = await queue.settle(db, STAND_IN, [], 1)
     step = StepRecord(1, "expect_text", "fail", description="read a\0b", error_message="saw a\0b")
     done = queue.Finished(
         claimed.id,
@@ -152,7 +151,7 @@ async def test_nul_in_step_and_error_messages_is_stored_too(api_only) -> None:  
         (1, 0, 1, 0),
         queue.Progress(claimed.id, log="a\0b", steps=[step]),
     )
-    await queue.settle(db, stand_in, [done], 0)
+    await queue.settle(db, STAND_IN, [done], 0)
     detail = await api_only.get(f"/executions/{claimed.id}")
     mark = "\N{REPLACEMENT CHARACTER}"
     assert (detail["status"], detail["error_message"]) == ("completed", f"step 1: saw a{mark}b")

@@ -68,7 +68,6 @@ async def test_limit_holds_under_concurrent_enqueues_and_completions(
     assert len({q["id"] for q in queued}) == RUNS
     assert sorted(gate.started) == sorted(q["id"] for q in queued), "each ran exactly once"
     assert max_overlap(list(gate.spans.values())) <= SLOTS
-    assert gate.max_running <= SLOTS
     assert max(samples) <= SLOTS
     assert gate.max_running == SLOTS, "the slots were all used at some point"
     stats = await api.get("/executions/queue/statistics")

@@ -30,8 +30,7 @@ async def test_a_claim_on_a_dropped_connection_fails_once_then_reconnects(
         held.set()
         await asyncio.gather(*holders)
 
-        dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as admin:
+        with psycopg.connect(postgres.libpq_dsn(postgres_url), autocommit=True) as admin:
             dropped = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "

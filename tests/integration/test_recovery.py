@@ -26,6 +26,12 @@ async def _ghost_claims(api, count: int) -> list[int]:  # type: ignore[no-untype
     return [c.id for c in await queue.settle(api.state.db, ghost, [], count)]
 
 
+async def _recover(api, max_attempts: int) -> int:  # type: ignore[no-untyped-def]
+    """One heartbeat of a worker holding nothing: how many lost runs it recovered."""
+    probe = queue.Claimer("probe", default_slots=5, lease_ttl_s=5, capacity=0)
+    return (await queue.heartbeat(api.state.db, probe, [], max_attempts)).recovered
+
+
 @pytest.fixture
 async def dispatcher(api_only, settings, registry, gate) -> AsyncIterator[Dispatcher]:  # type: ignore[no-untyped-def]
     two_slots = settings.model_copy(update={"max_concurrent_executions": 2, "max_attempts": 2})
@@ -68,10 +74,9 @@ async def test_lost_run_goes_back_to_its_place_with_attempt_plus_one(
 
 async def test_run_lost_max_attempts_times_ends_in_error(api_only) -> None:  # type: ignore[no-untyped-def]
     (only,) = await _enqueue(api_only, 1)
-    probe = queue.Claimer("probe", default_slots=5, lease_ttl_s=5, capacity=0)
 
     async def recover() -> int:
-        return (await queue.heartbeat(api_only.state.db, probe, [], max_attempts=2)).recovered
+        return await _recover(api_only, max_attempts=2)
 
     assert await _ghost_claims(api_only, 1) == [only]
     await until(recover, lambda n: n == 1)
@@ -142,10 +147,9 @@ async def test_a_run_its_worker_claims_again_while_it_runs_goes_on_as_one(
     try:
         (only,) = await _enqueue(api_only, 1)
         await gate.wait_started(1)
-        probe = queue.Claimer("probe", default_slots=5, lease_ttl_s=5, capacity=0)
 
         async def recover() -> int:
-            return (await queue.heartbeat(db, probe, [], max_attempts=3)).recovered
+            return await _recover(api_only, max_attempts=3)
 
         await until(recover, lambda n: n == 1)
         await until(

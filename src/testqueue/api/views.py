@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select
@@ -113,6 +114,29 @@ async def execution_detail(state: AppState, execution_id: int) -> ExecutionPubli
                 snap, ahead + 1, row["required_tags"], tags
             )
     return detail
+
+
+async def artifact_file(state: AppState, execution_id: int, artifact_id: int) -> tuple[Path, Any]:
+    """An artifact's file and row; NotFound when there is none, when its path lies
+    outside ARTIFACTS_DIR, or when the age-based clean-up removed the file."""
+    async with state.db.read() as conn:
+        row = (
+            await conn.execute(
+                _ARTIFACT, {"execution_id": execution_id, "artifact_id": artifact_id}
+            )
+        ).one_or_none()
+    root = Path(state.settings.artifacts_dir).resolve()
+    path = Path(row.path).resolve() if row else None
+    if row is None or path is None or not path.is_relative_to(root):
+        raise errors.NotFound(f"execution {execution_id} has no artifact {artifact_id}")
+    if not path.is_file():
+        raise errors.NotFound(f"artifact {artifact_id} was removed by the age-based clean-up")
+    return path, row
+
+
+_ARTIFACT = select(Artifact.path, Artifact.name, Artifact.content_type).where(
+    Artifact.id == bindparam("artifact_id"), Artifact.execution_id == bindparam("execution_id")
+)
 
 
 async def _steps(conn: Conn, execution_id: int) -> list[StepPublic]:

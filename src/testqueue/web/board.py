@@ -28,6 +28,23 @@ E = Execution
 LINE_SHOWN = 50
 
 
+def _fingerprint_statement() -> Any:
+    stopping = E.cancel_requested.is_(True)
+    parts = (
+        select(func.count()).where(PENDING),
+        select(func.coalesce(func.sum(E.id * (E.priority + 11)), 0)).where(PENDING),
+        select(func.count()).where(RUNNING),
+        select(func.coalesce(func.sum(E.id), 0)).where(RUNNING),
+        select(func.count()).where(RUNNING, stopping),
+        select(func.max(E.id)),
+        select(QueueState.updated_at).where(QueueState.id == 1),
+    )
+    return select(*(part.scalar_subquery() for part in parts))
+
+
+_FINGERPRINT = _fingerprint_statement()
+
+
 async def fingerprint(state: AppState) -> tuple[Any, ...]:
     """A cheap summary that changes whenever a run is queued, starts, ends or moves.
 
@@ -36,21 +53,8 @@ async def fingerprint(state: AppState) -> tuple[Any, ...]:
     arrivals and departures, the priority-weighted sum catches moves, and the
     queue_state row catches an admin changing the slots or pausing.
     """
-    pending = PENDING
-    running = RUNNING
-    stopping = E.cancel_requested.is_(True)
-    parts = (
-        select(func.count()).where(pending),
-        select(func.coalesce(func.sum(E.id * (E.priority + 11)), 0)).where(pending),
-        select(func.count()).where(running),
-        select(func.coalesce(func.sum(E.id), 0)).where(running),
-        select(func.count()).where(running, stopping),
-        select(func.max(E.id)),
-        select(QueueState.updated_at).where(QueueState.id == 1),
-    )
     async with state.db.read() as conn:
-        row = (await conn.execute(select(*(part.scalar_subquery() for part in parts)))).one()
-    return tuple(row)
+        return tuple((await conn.execute(_FINGERPRINT)).one())
 
 
 async def _names(
@@ -111,7 +115,12 @@ async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
         cases, users = await _names(
             conn, (r["test_case_id"] for r in rows), (r["user_id"] for r in rows)
         )
-        durations = await estimates.recent_durations(conn, (r["test_case_id"] for r in rows))
+        # A paused queue shows no estimates, so it needs no durations.
+        durations = (
+            estimates.Durations({}, None)
+            if snap.paused
+            else await estimates.recent_durations(conn, (r["test_case_id"] for r in rows))
+        )
     ctx = _Context(viewer, cases, users, durations, settings.execution_timeout, utcnow())
     line = _line(ctx, snap)
     return {

@@ -17,7 +17,7 @@ from testqueue import errors
 from testqueue.api import views
 from testqueue.api.deps import get_state
 from testqueue.api.routes import tests as test_routes
-from testqueue.models import Execution, RunnerKind, User
+from testqueue.models import Execution, User
 from testqueue.schemas import TestCasePublic, TestCaseUpdate
 from testqueue.web import case_form, forms
 from testqueue.web.render import PageRoute, done, page
@@ -32,15 +32,13 @@ RECENT_RUNS_SHOWN = 10
 
 
 def may_edit(case: TestCasePublic, viewer: Viewer) -> bool:
-    """The API's rule: admins edit anything; members their own, and never a command test."""
-    if viewer.is_admin:
-        return True
-    return case.runner != RunnerKind.COMMAND and case.created_by == viewer.id
+    """The API's rule (`tests.edit_refusal`)."""
+    refusal = test_routes.edit_refusal(case.id, case.runner, case.created_by, viewer.actor)
+    return refusal is None
 
 
 def _runners(request: Request) -> list[str]:
-    known = {*get_state(request).registry.kinds(), *(kind.value for kind in RunnerKind)}
-    return sorted(known)
+    return sorted(test_routes.runner_kinds(get_state(request)))
 
 
 async def _usernames(request: Request, ids: set[int | None]) -> dict[int, str]:

@@ -15,8 +15,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, literal, select, union_all
 
 from testqueue.database import Conn
 from testqueue.models import Execution, Status, as_utc
@@ -52,26 +53,34 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 async def recent_durations(conn: Conn, test_case_ids: Iterable[int | None]) -> Durations:
-    """Medians from the last runs of each test case; one indexed query per test case."""
+    """Medians from the last runs of each test case, and of all of them.
+
+    One statement: a `LIMIT` over the history index per test case, put together
+    with UNION ALL (the recent runs overall under a NULL test case).
+    """
     finished = (E.status == Status.COMPLETED, E.started_at.is_not(None))
-    overall = await conn.execute(
-        select(E.started_at, E.completed_at)
-        .where(*finished)
-        .order_by(E.id.desc())
-        .limit(RECENT_RUNS_OVERALL)
-    )
-    by_case: dict[int, float] = {}
-    for test_case_id in sorted({i for i in test_case_ids if i is not None}):
-        rows = await conn.execute(
+
+    def recent(*where: Any, limit: int, case_id: int | None) -> Any:
+        last = (
             select(E.started_at, E.completed_at)
-            .where(E.test_case_id == test_case_id, *finished)
+            .where(*finished, *where)
             .order_by(E.id.desc())
-            .limit(RECENT_RUNS)
+            .limit(limit)
+            .subquery()
         )
-        median = _median(_run_seconds((row[0], row[1]) for row in rows))
-        if median is not None:
-            by_case[test_case_id] = median
-    return Durations(by_case, _median(_run_seconds((row[0], row[1]) for row in overall)))
+        return select(
+            literal(case_id, Integer).label("case_id"), last.c.started_at, last.c.completed_at
+        )
+
+    wanted = sorted({i for i in test_case_ids if i is not None})
+    parts = [recent(limit=RECENT_RUNS_OVERALL, case_id=None)]
+    parts += [recent(E.test_case_id == i, limit=RECENT_RUNS, case_id=i) for i in wanted]
+    runs: dict[int | None, list[tuple[datetime | None, datetime | None]]] = {}
+    for case_id, started, done in await conn.execute(union_all(*parts)):
+        runs.setdefault(case_id, []).append((started, done))
+    medians = {i: _median(_run_seconds(rows)) for i, rows in runs.items()}
+    by_case = {i: m for i, m in medians.items() if i is not None and m is not None}
+    return Durations(by_case, medians.get(None))
 
 
 @dataclass(frozen=True)

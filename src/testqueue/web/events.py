@@ -40,9 +40,13 @@ PING = ": ping\n\n"
 Produce = Callable[[], Awaitable[str]]
 
 
-def message(event: str, data: Any) -> str:
-    """One SSE event whose data is compact JSON (always a single line)."""
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def message(event: str, data: Any, event_id: str | None = None) -> str:
+    """One SSE event whose data is compact JSON (always a single line).
+
+    With `event_id`, a browser that reconnects sends it back as Last-Event-ID.
+    """
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 # The last event of a stream whose subject will not change again; the page closes it.

@@ -9,16 +9,17 @@ says nothing will change any more.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from sqlalchemy import case, func, select
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import bindparam, case, func, select
 
 from testqueue import errors
 from testqueue.api import views
 from testqueue.api.deps import AppState, get_state
+from testqueue.api.routes import executions as execution_routes
+from testqueue.database import Conn
 from testqueue.models import Artifact, Execution, ExecutionLog, ExecutionStep, Status, User
 from testqueue.queue.positions import position_of
 from testqueue.schemas import ExecutionPublic
@@ -55,33 +56,29 @@ def _context(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str, A
     }
 
 
-async def _log_tail(state: AppState, execution_id: int) -> tuple[str, int, int]:
+def _tail_statement() -> Any:
+    """The log's length in characters, its cut, and its last `LOG_SHOWN_CHARS`.
+
+    One statement, so the three agree even where each statement reads its own
+    snapshot (PostgreSQL): a length read apart from the text would make the
+    page's stream send some text twice.
+    """
+    length = func.length(ExecutionLog.content)
+    start = case((length > LOG_SHOWN_CHARS, length - LOG_SHOWN_CHARS + 1), else_=1)
+    return select(length, ExecutionLog.cut_bytes, func.substr(ExecutionLog.content, start)).where(
+        ExecutionLog.execution_id == bindparam("execution_id")
+    )
+
+
+_TAIL = _tail_statement()
+
+
+async def _log_tail(conn: Conn, execution_id: int) -> tuple[str, int, int]:
     """The last `LOG_SHOWN_CHARS` of the log, its full length in characters, and its cut."""
-    async with state.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(func.length(ExecutionLog.content), ExecutionLog.cut_bytes).where(
-                    ExecutionLog.execution_id == execution_id
-                )
-            )
-        ).one_or_none()
-        if row is None:
-            return "", 0, 0
-        length, cut = int(row[0] or 0), int(row[1] or 0)
-        text = await _log_from(conn, execution_id, max(0, length - LOG_SHOWN_CHARS))
-    return text, length, cut
-
-
-async def _log_from(conn: Any, execution_id: int, start: int) -> str:
-    """The log from character `start` (0-based) on; SQL `substr` counts from 1."""
-    text = (
-        await conn.execute(
-            select(func.substr(ExecutionLog.content, start + 1)).where(
-                ExecutionLog.execution_id == execution_id
-            )
-        )
-    ).scalar_one_or_none()
-    return str(text or "")
+    row = (await conn.execute(_TAIL, {"execution_id": execution_id})).one_or_none()
+    if row is None:
+        return "", 0, 0
+    return str(row[2] or ""), int(row[0] or 0), int(row[1] or 0)
 
 
 @router.get("/executions/{execution_id:int}")
@@ -91,7 +88,8 @@ async def show_execution(
     """One execution; its log and steps follow live while it runs."""
     state = get_state(request)
     detail = await views.execution_detail(state, execution_id)
-    text, length, cut = await _log_tail(state, execution_id)
+    async with state.db.read() as conn:
+        text, length, cut = await _log_tail(conn, execution_id)
     return page(
         request,
         "execution.html",
@@ -105,12 +103,9 @@ async def show_execution(
 
 
 @router.get("/executions/{execution_id:int}/log")
-async def read_log(request: Request, execution_id: forms.RowId, _viewer: CurrentViewer) -> Response:
-    """The whole captured log as plain text."""
-    async with get_state(request).db.read() as conn:
-        await views.load_execution(conn, execution_id)
-        text = await _log_from(conn, execution_id, 0)
-    return PlainTextResponse(text)
+async def read_log(request: Request, execution_id: forms.RowId, viewer: CurrentViewer) -> Response:
+    """The whole captured log as plain text (the API's answer)."""
+    return await execution_routes.read_log(get_state(request), execution_id, viewer.actor)
 
 
 @router.get("/executions/{execution_id:int}/artifacts/{artifact_id:int}")
@@ -118,21 +113,7 @@ async def read_artifact(
     request: Request, execution_id: forms.RowId, artifact_id: forms.RowId, _viewer: CurrentViewer
 ) -> Response:
     """A screenshot or trace, for anyone signed in (as in the API), shown inline when an image."""
-    state = get_state(request)
-    async with state.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(Artifact.path, Artifact.name, Artifact.content_type).where(
-                    Artifact.id == artifact_id, Artifact.execution_id == execution_id
-                )
-            )
-        ).one_or_none()
-    root = Path(state.settings.artifacts_dir).resolve()
-    path = Path(row.path).resolve() if row else None
-    if row is None or path is None or not path.is_relative_to(root):
-        raise errors.NotFound(f"execution {execution_id} has no artifact {artifact_id}")
-    if not path.is_file():
-        raise errors.NotFound(f"artifact {artifact_id} was removed by the age-based clean-up")
+    path, row = await views.artifact_file(get_state(request), execution_id, artifact_id)
     inline = "inline" if row.content_type.startswith("image/") else "attachment"
     return FileResponse(
         path, media_type=row.content_type, filename=row.name, content_disposition_type=inline
@@ -186,19 +167,23 @@ class LogFollower:
             total, cut, added = int(row[0] or 0), int(row[1] or 0), str(row[2] or "")
             if cut == self.cut and total >= self.chars and len(added) <= LOG_SHOWN_CHARS:
                 self.chars = total
-                return events.message("log", {"text": added}) if added else ""
+                return self._event({"text": added}) if added else ""
             # The log was cut (or fell far behind): send its tail again in full.
-            start = case((length > LOG_SHOWN_CHARS, length - LOG_SHOWN_CHARS + 1), else_=1)
-            row = (
-                await conn.execute(
-                    select(length, ExecutionLog.cut_bytes, func.substr(content, start)).where(where)
-                )
-            ).one()
-        self.chars, self.cut = int(row[0] or 0), int(row[1] or 0)
-        text = str(row[2] or "")
-        return events.message(
-            "log", {"reset": True, "text": text, "clipped": len(text) < self.chars}
-        )
+            text, self.chars, self.cut = await _log_tail(conn, self.execution_id)
+        return self._event({"reset": True, "text": text, "clipped": len(text) < self.chars})
+
+    def _event(self, data: dict[str, Any]) -> str:
+        # Its id is where the page's log now ends: a browser that reconnects
+        # sends it back (Last-Event-ID), so nothing is sent twice.
+        return events.message("log", data, event_id=f"{self.chars}.{self.cut}")
+
+
+def _resume_point(last_event_id: str, chars: int, cut: int) -> tuple[int, int]:
+    """The log position a `log` event's id names (`chars.cut`), else the one given."""
+    given, _, given_cut = last_event_id.partition(".")
+    if given.isdigit() and given_cut.isdigit() and max(len(given), len(given_cut)) <= 18:
+        return int(given), int(given_cut)
+    return chars, cut
 
 
 def _fragments(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str, Any]:
@@ -219,9 +204,16 @@ async def stream_execution(
     chars: Annotated[int, Query(ge=0, le=forms.MAX_ID)] = 0,
     cut: Annotated[int, Query(ge=0, le=forms.MAX_ID)] = 0,
 ) -> StreamingResponse:
-    """Facts and steps when they change and the log as it grows, until the run has ended."""
+    """Facts and steps when they change and the log as it grows, until the run has ended.
+
+    `chars` and `cut` say where the page's log ends; on a reconnect the
+    browser's Last-Event-ID says it instead, as the page has moved on since.
+    """
     state = get_state(request)
-    owner = await _username(state, (await views.execution_detail(state, execution_id)).user_id)
+    chars, cut = _resume_point(request.headers.get("last-event-id", ""), chars, cut)
+    async with state.db.read() as conn:
+        owner_id = (await views.load_execution(conn, execution_id))["user_id"]
+    owner = await _username(state, owner_id)
     follower = LogFollower(state, execution_id, chars, cut)
     last: list[tuple[Any, ...]] = []
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from testqueue.api import views
 from testqueue.api.deps import get_state
+from testqueue.api.routes import executions as execution_routes
 from testqueue.database import Conn
-from testqueue.models import Execution, Result, Status, TestCase, User
+from testqueue.models import Result, Status, TestCase, User
 from testqueue.web import forms, trends
 from testqueue.web.render import PageRoute, page
 from testqueue.web.session import CurrentViewer
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
-E = Execution
 PAGE_SIZE = 25
 CHOICES_SHOWN = 500
 
@@ -46,11 +45,19 @@ async def show_history(
     chosen_result = Result(result) if result in set(Result) else None
     test_case_id = forms.row_id(test_case)
     user_id = forms.row_id(user)
-    where = views.history_filters(chosen_status, chosen_result, test_case_id, user_id)
-    offset = (page_number - 1) * PAGE_SIZE
-    async with get_state(request).db.read() as conn:
-        total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()
-        items = await views.execution_rows(conn, where, PAGE_SIZE, offset)
+    state = get_state(request)
+    found = await execution_routes.list_executions(
+        state,
+        viewer.actor,
+        chosen_status,
+        chosen_result,
+        test_case_id,
+        user_id,
+        PAGE_SIZE,
+        (page_number - 1) * PAGE_SIZE,
+    )
+    total = found.total
+    async with state.db.read() as conn:
         cases, users = await _choices(conn)
         case_trends = await trends.trends(conn, test_case_id)
     query = {"status": status, "result": result, "test_case": test_case, "user": user}
@@ -58,7 +65,7 @@ async def show_history(
         request,
         "history.html",
         viewer,
-        items=items,
+        items=found.items,
         total=total,
         page_number=page_number,
         pages=max(1, -(-total // PAGE_SIZE)),

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from testqueue import errors, queue
 from testqueue.api.deps import get_state
+from testqueue.api.routes import queue_routes
 from testqueue.models import TestCase
 from testqueue.queue import status as queue_status
 from testqueue.web import board, forms
@@ -48,17 +49,13 @@ async def _run_choices(request: Request) -> list[tuple[int, str]]:
 async def show_queue(request: Request, viewer: CurrentViewer) -> Response:
     """What runs, what waits and in which order; kept current by `/events/queue`."""
     state = get_state(request)
-    async with state.db.read() as conn:
-        default_slots = await queue_status.configured_slots(
-            conn, state.settings.max_concurrent_executions
-        )
     return page(
         request,
         "queue.html",
         viewer,
         board=await board.build(state, viewer),
         choices=await _run_choices(request),
-        default_slots=default_slots,
+        default_slots=(await queue_routes.read_settings(state)).max_concurrent_default,
     )
 
 
@@ -108,7 +105,12 @@ async def change_priority(
 async def confirm_clear(request: Request, viewer: CurrentViewer) -> Response:
     """Ask before clearing (the page's dialog asks the same without leaving the page)."""
     _admin_only(viewer)
-    return page(request, "clear.html", viewer, board=await board.build(get_state(request), viewer))
+    state = get_state(request)
+    async with state.db.read() as conn:
+        _slots, _running, pending, _paused = await queue_status.slots_and_counts(
+            conn, state.settings.max_concurrent_executions
+        )
+    return page(request, "clear.html", viewer, pending=pending)
 
 
 @router.post("/queue/clear")
@@ -136,10 +138,7 @@ async def change_slots(request: Request, viewer: ChangingViewer) -> Response:
         else None
     )
     await queue.set_max_concurrent(state.db, slots)
-    async with state.db.read() as conn:
-        shown, _running, _pending, _paused = await queue_status.slots_and_counts(
-            conn, state.settings.max_concurrent_executions, count_pending=False
-        )
+    shown = (await queue_routes.read_settings(state)).max_concurrent
     log.info("slots changed from the dashboard", extra={"slots": slots, "by": viewer.id})
     return done(request, f"The queue now has {shown} slots.", "/")
 

@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.templating import Jinja2Templates
 
 from testqueue import errors
+from testqueue.models import as_utc
 from testqueue.web.session import SignInRequired, Viewer
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,14 @@ def iso(value: datetime | None) -> str:
     """A UTC timestamp as the page scripts parse it (`...Z`)."""
     if value is None:
         return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return as_utc(value).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def clock(value: datetime | None) -> str:
     """A timestamp for people, before the page script turns it into local time."""
     if value is None:
         return "-"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return as_utc(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def span(seconds: float | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -13,12 +12,13 @@ from sqlalchemy import delete, func, select
 from testqueue import artifacts, errors, queue
 from testqueue.api.deps import ArtifactId, CurrentActor, ExecutionId, Offset, State, TestCaseId
 from testqueue.api.views import (
+    artifact_file,
     execution_detail,
     execution_rows,
     history_filters,
     load_execution,
 )
-from testqueue.models import Artifact, Execution, ExecutionLog, Result, Status
+from testqueue.models import Execution, ExecutionLog, Result, Status
 from testqueue.schemas import (
     MAX_PAGE_SIZE,
     MAX_ROW_ID,
@@ -183,25 +183,5 @@ async def read_artifact(
     state: State, execution_id: ExecutionId, artifact_id: ArtifactId, _actor: CurrentActor
 ) -> FileResponse:
     """Download a screenshot or trace of an execution."""
-    async with state.db.read() as conn:
-        row = (
-            (
-                await conn.execute(
-                    select(Artifact.__table__).where(
-                        Artifact.id == artifact_id, Artifact.execution_id == execution_id
-                    )
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
-    path = Path(row["path"]) if row else None
-    if row is None or path is None or not _inside(state.settings.artifacts_dir, path):
-        raise errors.NotFound(f"execution {execution_id} has no artifact {artifact_id}")
-    if not path.is_file():
-        raise errors.NotFound(f"artifact {artifact_id} was removed by the age-based clean-up")
-    return FileResponse(path, media_type=row["content_type"], filename=row["name"])
-
-
-def _inside(root: Path, path: Path) -> bool:
-    return path.resolve().is_relative_to(root.resolve())
+    path, row = await artifact_file(state, execution_id, artifact_id)
+    return FileResponse(path, media_type=row.content_type, filename=row.name)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, insert, select, update
 
 from testqueue import errors, queue
-from testqueue.api.deps import Actor, CurrentActor, Offset, State, TestCaseId
+from testqueue.api.deps import Actor, AppState, CurrentActor, Offset, State, TestCaseId
 from testqueue.database import Conn
 from testqueue.models import RunnerKind, TestCase, utcnow
 from testqueue.queue.positions import decode_tags, encode_tags
@@ -140,18 +140,31 @@ async def _load(conn: Conn, test_case_id: int) -> Any:
     return row
 
 
-def _may_edit(row: Any, actor: Actor) -> None:
+def edit_refusal(case_id: int, runner: str, created_by: int | None, actor: Actor) -> str | None:
+    """Why `actor` may not change this test case, or None: admins change anything,
+    members their own, never a command test."""
     if actor.is_admin:
-        return
-    if row["runner"] == RunnerKind.COMMAND:
-        raise errors.Forbidden("only an admin may change a command test case")
-    if row["created_by"] != actor.id:
-        raise errors.Forbidden(f"test case {row['id']} belongs to another user")
+        return None
+    if runner == RunnerKind.COMMAND:
+        return "only an admin may change a command test case"
+    if created_by != actor.id:
+        return f"test case {case_id} belongs to another user"
+    return None
+
+
+def _may_edit(row: Any, actor: Actor) -> None:
+    if refusal := edit_refusal(row["id"], row["runner"], row["created_by"], actor):
+        raise errors.Forbidden(refusal)
+
+
+def runner_kinds(state: AppState) -> set[str]:
+    """The runner kinds a test case may name: the built-in ones and any registered."""
+    return {*state.registry.kinds(), *(kind.value for kind in RunnerKind)}
 
 
 def _checked(state: State, body: TestCaseCreate, actor: Actor) -> dict[str, Any]:
     """The columns to store, after the checks that need more than the body."""
-    known = {*state.registry.kinds(), RunnerKind.COMMAND.value, RunnerKind.BROWSER.value}
+    known = runner_kinds(state)
     if body.runner not in known:
         raise errors.InvalidInput(
             f"runner {body.runner!r} is unknown: use one of {', '.join(sorted(known))}"

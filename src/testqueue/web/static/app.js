@@ -224,10 +224,7 @@
   function showBoard(board) {
     clockSkewMs = Date.parse(board.now) - Date.now();
     setBoard("busy", (el) => { el.textContent = String(board.busy); });
-    setBoard("slots", (el) => {
-      el.textContent = String(board.slots);
-      if (el instanceof HTMLInputElement && document.activeElement !== el) el.value = String(board.slots);
-    });
+    setBoard("slots", (el) => { el.textContent = String(board.slots); });
     setBoard("pending", (el) => { el.textContent = String(board.pending); });
     setBoard("paused", (el) => { el.hidden = !board.paused; });
     setBoard("more", (el) => { el.textContent = String(board.more); });
