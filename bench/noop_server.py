@@ -1,6 +1,6 @@
 """A `testqueue serve` with one extra runner kind, `noop`, for the benchmarks.
 
-    python -P bench/noop_server.py --port 8765 [--no-worker]
+    python bench/noop_server.py --port 8765 [--no-worker]
 
 Settings come from the environment exactly as for `testqueue serve`
 (DATABASE_URL, TESTQUEUE_ADMIN_PASSWORD, LOG_LEVEL, ...). The app is the real
@@ -11,9 +11,6 @@ The `noop` runner's first instruction reads CLOCK_MONOTONIC (system-wide on
 Linux, so the client process can compare it with its own reading) and logs it;
 the log is saved with the outcome, in the same transaction that completes the
 run, and the client reads it back from `GET /api/v1/executions/{id}/log`.
-
-Run it with `-P` (or `python -m`): as a script its folder would go first on
-sys.path, and `bench/queue_bench.py` would shadow the standard `queue` module.
 """
 
 from __future__ import annotations

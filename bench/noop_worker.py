@@ -1,29 +1,21 @@
 """A `testqueue worker` with one extra runner kind, `noop`, for the benchmarks.
 
-    python -P bench/noop_worker.py
+    python bench/noop_worker.py
 
 Settings come from the environment exactly as for `testqueue worker`
 (DATABASE_URL, MAX_CONCURRENT_EXECUTIONS, LOG_LEVEL, ...). It is `run_worker`
 from `testqueue.cli` with the registry of `bench/noop_server.py` (its `noop`
 runner stamps CLOCK_MONOTONIC as its first instruction), on uvloop, until
 SIGTERM or SIGINT. The schema must exist already: start it after the API host.
-
-Run it with `-P` (or `python -m`), like noop_server.py: this folder is added at
-the end of sys.path, so nothing here shadows a standard module.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import uvloop
 
+from noop_server import build_registry
 from testqueue import cli, logs
 from testqueue.config import Settings
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from noop_server import build_registry
 
 
 def main() -> None:

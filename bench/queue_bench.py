@@ -51,7 +51,8 @@ SERVER_STOP_TIMEOUT_S = 30.0
 RUN_TIMEOUT_S = 30.0
 # uvicorn closes a keep-alive connection idle for 5 s; reconnect before that.
 IDLE_RECONNECT_S = 3.0
-# Coarse enough that a waiting client takes little CPU from the server on a small machine.
+# How often a client waiting for runs looks; the latency figures come from
+# stamps, not from these. Draining is coarser: it takes CPU from the server.
 DONE_POLL_S = 0.001
 DRAIN_POLL_S = 0.05
 WARMUP_RUNS = 20
@@ -210,13 +211,39 @@ def wait_quiet() -> float:
 # -- the server ---------------------------------------------------------------------------
 
 
+def server_env(root: Path, database_url: str, slots: int) -> dict[str, str]:
+    """The environment of a benchmark's server or worker process."""
+    (root / "work").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TESTQUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "LOG_LEVEL": "WARNING",
+        "MAX_CONCURRENT_EXECUTIONS": str(slots),
+        "SHUTDOWN_GRACE": "2",
+        "ARTIFACTS_DIR": str(root / "artifacts"),
+        "WORK_DIR": str(root / "work"),
+    }
+
+
 class Server:
     """A noop_server process on a fresh SQLite file, its API and a read-only view of its file."""
 
-    def __init__(self, root: Path, usage: Usage, *, worker: bool = True) -> None:
+    drain_poll_s = DRAIN_POLL_S
+
+    def __init__(
+        self,
+        root: Path,
+        usage: Usage,
+        *,
+        worker: bool = True,
+        database_url: str | None = None,
+        slots: int = SLOTS,
+    ) -> None:
         self.root = root
         self.usage = usage
         self.db_path = root / "bench.db"
+        self.env = server_env(root, database_url or f"sqlite:///{self.db_path}", slots)
         self.port = _free_port()
         self.worker = worker
         self.proc: subprocess.Popen[bytes] | None = None
@@ -224,25 +251,19 @@ class Server:
         self._db: sqlite3.Connection | None = None
 
     def start(self) -> None:
-        (self.root / "work").mkdir()
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{self.db_path}",
-            "TESTQUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "LOG_LEVEL": "WARNING",
-            "MAX_CONCURRENT_EXECUTIONS": str(SLOTS),
-            "ARTIFACTS_DIR": str(self.root / "artifacts"),
-            "WORK_DIR": str(self.root / "work"),
-        }
-        argv = [sys.executable, "-P", str(NOOP_SERVER), "--port", str(self.port)]
+        argv = [sys.executable, str(NOOP_SERVER), "--port", str(self.port)]
         if not self.worker:
             argv.append("--no-worker")
         with (self.root / "server.log").open("wb") as log:
             self.proc = subprocess.Popen(
-                argv, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT
+                argv, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         self._await_health()
         self.api.login()
+        self.open_reader()
+
+    def open_reader(self) -> None:
+        """A connection of the client's own for `scalar`: the SQLite file, read-only."""
         self._db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
 
     def _await_health(self) -> None:
@@ -291,17 +312,21 @@ class Server:
         assert self._db is not None
         return self._db.execute(sql, params).fetchone()[0]
 
+    def ids_in(self, ids: list[int]) -> tuple[str, tuple[Any, ...]]:
+        """A WHERE clause naming these executions, and its parameters."""
+        return f"id IN ({','.join('?' * len(ids))})", tuple(ids)
+
     def wait_done(self, ids: list[int], timeout_s: float = RUN_TIMEOUT_S) -> None:
         """Until every execution in `ids` is completed; each must have passed."""
-        marks = ",".join("?" * len(ids))
-        sql = f"SELECT count(*) FROM executions WHERE id IN ({marks}) AND status = 'completed'"
+        named, params = self.ids_in(ids)
+        sql = f"SELECT count(*) FROM executions WHERE {named} AND status = 'completed'"
         until = time.monotonic() + timeout_s
-        while self.scalar(sql, *ids) < len(ids):
+        while self.scalar(sql, *params) < len(ids):
             if time.monotonic() > until:
                 raise BenchError(f"executions {ids[:5]}... did not complete in {timeout_s} s")
             time.sleep(DONE_POLL_S)
         failed = self.scalar(
-            f"SELECT count(*) FROM executions WHERE id IN ({marks}) AND result != 'pass'", *ids
+            f"SELECT count(*) FROM executions WHERE {named} AND result != 'pass'", *params
         )
         if failed:
             raise BenchError(f"{failed} of executions {ids[:5]}... did not pass")
@@ -312,8 +337,9 @@ class Server:
         sql = "SELECT count(*) FROM executions WHERE status IN ('pending', 'running')"
         while self.scalar(sql):
             if time.monotonic() > until:
-                raise BenchError(f"the queue did not drain in {timeout_s} s")
-            time.sleep(DRAIN_POLL_S)
+                left = self.scalar(sql)
+                raise BenchError(f"the queue did not drain in {timeout_s} s ({left} left)")
+            time.sleep(self.drain_poll_s)
 
     # -- through the API --
 

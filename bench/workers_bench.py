@@ -1,6 +1,6 @@
 """Worker benchmarks on PostgreSQL: an API host and separate worker processes.
 
-    .venv/bin/python -P bench/workers_bench.py [--quick] [--only NAME ...] [--url URL]
+    .venv/bin/python bench/workers_bench.py [--quick] [--only NAME ...] [--url URL]
 
 Every measurement gets a fresh database on the local PostgreSQL server
 (`CREATE DATABASE`, dropped afterwards `WITH (FORCE)`), an API host
@@ -41,15 +41,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-HERE = Path(__file__).resolve().parent
-sys.path.append(str(HERE))  # last, so bench/ never shadows a standard module
-import queue_bench as qb  # noqa: E402
-from queue_bench import (  # noqa: E402
-    ADMIN_PASSWORD,
+import queue_bench as qb
+from queue_bench import (
     BULK_MAX,
     CLOCK_TICKS,
     CPUS,
     NOOP_SERVER,
+    WARMUP_RUNS,
     BenchError,
     Server,
     Usage,
@@ -57,12 +55,9 @@ from queue_bench import (  # noqa: E402
     process_cpu_s,
 )
 
-NOOP_WORKER = HERE / "noop_worker.py"
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+NOOP_WORKER = NOOP_SERVER.parent / "noop_worker.py"
+DEFAULT_URL = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 WORKER_START_TIMEOUT_S = 60.0
-DONE_POLL_S = 0.001
-DRAIN_POLL_S = 0.02
-WARMUP_RUNS = 20
 SLEEP_COMMAND = ["sleep", "30"]
 LEASE_TTL_S = 10.0  # the default; the recovery target
 RECOVERY_DEADLINE_S = 45.0
@@ -141,38 +136,18 @@ def postgres_cpu_s(exclude: tuple[int, ...] = ()) -> float:
 # -- processes ----------------------------------------------------------------------------
 
 
-def process_env(root: Path, url: str, slots: int) -> dict[str, str]:
-    (root / "work").mkdir(exist_ok=True)
-    return {
-        **os.environ,
-        "DATABASE_URL": url,
-        "TESTQUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "LOG_LEVEL": "WARNING",
-        "MAX_CONCURRENT_EXECUTIONS": str(slots),
-        "SHUTDOWN_GRACE": "2",
-        "ARTIFACTS_DIR": str(root / "artifacts"),
-        "WORK_DIR": str(root / "work"),
-    }
-
-
 class PgServer(Server):
     """noop_server.py --no-worker on PostgreSQL; the client polls through its own connection."""
 
+    drain_poll_s = 0.02
+
     def __init__(self, root: Path, url: str, slots: int) -> None:
-        super().__init__(root, Usage(), worker=False)
+        super().__init__(root, Usage(), worker=False, database_url=url, slots=slots)
         self.url = url
-        self.env = process_env(root, url, slots)
         self.pg: psycopg.Connection[Any] | None = None
         self.pg_backend = 0
 
-    def start(self) -> None:
-        argv = [sys.executable, "-P", str(NOOP_SERVER), "--port", str(self.port), "--no-worker"]
-        with (self.root / "server.log").open("wb") as log:
-            self.proc = subprocess.Popen(
-                argv, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._await_health()
-        self.api.login()
+    def open_reader(self) -> None:
         self.pg = psycopg.connect(conninfo(self.url), autocommit=True)
         self.pg_backend = int(self.scalar("SELECT pg_backend_pid()"))
 
@@ -189,28 +164,8 @@ class PgServer(Server):
     def postgres_cpu_s(self) -> float:
         return postgres_cpu_s(exclude=(self.pg_backend,))
 
-    def wait_done(self, ids: list[int], timeout_s: float = qb.RUN_TIMEOUT_S) -> None:
-        """Until every execution in `ids` is completed; each must have passed."""
-        query = "SELECT count(*) FROM executions WHERE id = ANY(%s) AND status = 'completed'"
-        until = time.monotonic() + timeout_s
-        while self.scalar(query, ids) < len(ids):
-            if time.monotonic() > until:
-                raise BenchError(f"executions {ids[:5]}... did not complete in {timeout_s} s")
-            time.sleep(DONE_POLL_S)
-        failed = self.scalar(
-            "SELECT count(*) FROM executions WHERE id = ANY(%s) AND result != 'pass'", ids
-        )
-        if failed:
-            raise BenchError(f"{failed} of executions {ids[:5]}... did not pass")
-
-    def wait_drained(self, timeout_s: float) -> None:
-        until = time.monotonic() + timeout_s
-        query = "SELECT count(*) FROM executions WHERE status IN ('pending', 'running')"
-        while self.scalar(query):
-            if time.monotonic() > until:
-                left = self.scalar(query)
-                raise BenchError(f"the queue did not drain in {timeout_s} s ({left} left)")
-            time.sleep(DRAIN_POLL_S)
+    def ids_in(self, ids: list[int]) -> tuple[str, tuple[Any, ...]]:
+        return "id = ANY(%s)", (ids,)
 
 
 class WorkerProc:
@@ -233,7 +188,7 @@ class WorkerProc:
         return f"{socket.gethostname()}:{self.pid}"
 
     def start(self) -> None:
-        argv = [sys.executable, "-P", str(NOOP_WORKER)]
+        argv = [sys.executable, str(NOOP_WORKER)]
         env = dict(self.srv.env)
         if self.capacity is not None:
             env["WORKER_CONCURRENCY"] = str(self.capacity)

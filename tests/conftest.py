@@ -2,7 +2,7 @@
 
 `database_url` runs a test once on a fresh SQLite file (a copy of a migrated
 one) and once on the session's PostgreSQL database with every table emptied. PostgreSQL must answer
-at TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test):
+at TEST_POSTGRES_URL (default postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test):
 the suite fails rather than skips without it, so CI cannot pass on SQLite alone.
 """
 
@@ -31,7 +31,7 @@ from testqueue.runners import Registry
 from testqueue.runners.base import RunSpec
 
 POSTGRES_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 )
 ADMIN_PASSWORD = "admin-password-1"
 SESSION_DB = f"testqueue_test_{os.getpid()}"
