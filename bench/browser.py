@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from testqueue.config import Settings
-from testqueue.models import Result
 from testqueue.runners import chromium
-from testqueue.runners.base import ArtifactRecord, RunSpec, StepRecord
+from testqueue.runners.base import RunSpec
 from testqueue.runners.browser import BrowserRunner
+from testqueue.vocabulary import ArtifactRecord, Result, StepRecord
 
 PAGE = b"<!doctype html><title>bench</title><h1>hello</h1>"
 RUN_BUDGET_S = 60.0

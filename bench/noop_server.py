@@ -23,11 +23,11 @@ from typing import ClassVar
 import uvicorn
 
 from testqueue import logs
-from testqueue.api.app import create_app
+from testqueue.app import create_app
 from testqueue.config import Settings
-from testqueue.models import Result
 from testqueue.runners import Registry
-from testqueue.runners.base import Outcome, Reporter, RunSpec
+from testqueue.runners.base import Reporter, RunSpec
+from testqueue.vocabulary import Outcome, Result
 
 
 class NoopRunner:

@@ -21,14 +21,15 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 
 from gates import GateRunner, with_gate
-from testqueue import queue, security
-from testqueue.api.app import create_app
+from testqueue import queue
+from testqueue.app import create_app
 from testqueue.config import Settings
 from testqueue.database import migrate
-from testqueue.models import Base, Result
+from testqueue.models import Base
 from testqueue.queue.postgres import libpq_dsn
 from testqueue.runners import Registry
 from testqueue.runners.base import RunSpec
+from testqueue.vocabulary import Result
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
@@ -37,10 +38,9 @@ ADMIN_PASSWORD = "admin-password-1"
 SESSION_DB = f"testqueue_test_{os.getpid()}"
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+def cheap_hasher() -> PasswordHasher:
     """Argon2id still, at a test's cost: hashing was most of the time spent making accounts."""
-    monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    return PasswordHasher(time_cost=1, memory_cost=1024)
 
 
 def _admin_dsn(dbname: str = "postgres") -> str:
@@ -196,7 +196,7 @@ class Api:
 async def start_api(
     settings: Settings, registry: Registry, *, with_worker: bool
 ) -> AsyncIterator[Api]:
-    app = create_app(settings, registry=registry, with_worker=with_worker)
+    app = create_app(settings, registry=registry, with_worker=with_worker, hasher=cheap_hasher())
     async with app.router.lifespan_context(app):
         transport = ASGITransport(app=app)
         async with AsyncClient(transport=transport, base_url="http://testqueue") as client:

@@ -11,9 +11,9 @@ import asyncio
 import time
 from typing import ClassVar
 
-from testqueue.models import Result
 from testqueue.runners import Registry
-from testqueue.runners.base import Outcome, Reporter, RunSpec
+from testqueue.runners.base import Reporter, RunSpec
+from testqueue.vocabulary import Outcome, Result
 
 WAIT_S = 20.0
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from testqueue import errors, logs, security
+from testqueue import errors, logs
 from testqueue.config import Settings
 from testqueue.database import Database, migrate
-from testqueue.models import Role
 from testqueue.runners import Registry
+from testqueue.services.accounts import Accounts, Bootstrap
+from testqueue.vocabulary import Role
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +106,14 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 def serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> int:
     import uvicorn
 
-    from testqueue.api.app import create_app
+    from testqueue.app import create_app
 
     app = create_app(settings, with_worker=with_worker, on_bootstrap=_announce_admin)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     return 0
 
 
-def _announce_admin(bootstrap: security.Bootstrap) -> None:
+def _announce_admin(bootstrap: Bootstrap) -> None:
     if bootstrap.password is None:
         print(f"created account {bootstrap.username!r} with TESTQUEUE_ADMIN_PASSWORD")
     else:
@@ -153,7 +154,7 @@ def create_user(settings: Settings, username: str, role: str, password: str | No
     async def create() -> int:
         db = Database(settings)
         try:
-            return await security.create_user(db, username, password, Role(role))
+            return await Accounts(settings, db).create_user(username, password, Role(role))
         finally:
             await db.dispose()
 

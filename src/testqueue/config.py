@@ -13,8 +13,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from testqueue.vocabulary import MAX_SLOTS
+
 DEFAULT_DATABASE_URL = "sqlite:///./testqueue.db"
-MAX_SLOTS = 1000
 
 
 class Settings(BaseSettings):

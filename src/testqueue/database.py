@@ -1,4 +1,4 @@
-"""Engines, migrations and the in-process wake-up signal.
+"""Engines and migrations.
 
 SQLite runs in WAL mode with one writer connection per process: writes queue
 up for it in asyncio instead of spinning on the file lock, and each write
@@ -28,6 +28,7 @@ from sqlalchemy.sql.base import Executable
 from testqueue import sqlite_driver
 from testqueue.config import Settings, worker_identity
 from testqueue.sqlite_driver import Rows
+from testqueue.wakeups import Wakeups
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Read connections kept open between reads; more are opened when needed, never waited for.
@@ -102,11 +103,13 @@ def application_name() -> str:
 
 
 class Database:
-    """The engines of one process and the signal that wakes its dispatcher."""
+    """The engines of one process, and the `Wakeups` of the dispatcher that shares them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
+        self.kind = "sqlite" if settings.is_sqlite else "postgresql"
+        self.wakeups = Wakeups()
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         if self.is_sqlite:
@@ -131,8 +134,6 @@ class Database:
                 connect_args=connect_args,
                 isolation_level="AUTOCOMMIT",
             )
-        self.wakeup = asyncio.Event()
-        self.cancel_requests: set[int] = set()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
@@ -188,15 +189,6 @@ class Database:
         await conn.invalidate()
         if self._reader is not None:
             await self._reader.dispose()
-
-    def wake(self) -> None:
-        """Wake this process's dispatcher; `queue` calls it after each commit that matters."""
-        self.wakeup.set()
-
-    def request_cancel(self, execution_id: int) -> None:
-        """Tell this process's dispatcher to stop a run it may hold."""
-        self.cancel_requests.add(execution_id)
-        self.wakeup.set()
 
     async def dispose(self) -> None:
         if self._engine is not None and self._reader is not None:

@@ -20,12 +20,12 @@ from typing import Any
 from testqueue import artifacts, errors, queue
 from testqueue.config import Settings, worker_identity
 from testqueue.database import Database
-from testqueue.models import Result
-from testqueue.queue import postgres
+from testqueue.queue import dialect
 from testqueue.recorder import RunRecord
 from testqueue.runners import Registry
-from testqueue.runners.base import Outcome, Runner, RunSpec
+from testqueue.runners.base import Runner, RunSpec
 from testqueue.runners.processes import sweep_orphans
+from testqueue.vocabulary import Outcome, Result
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Dispatcher:
             capacity=settings.worker_capacity,
             tags=frozenset(settings.worker_tags),
         )
+        self._cases = queue.CaseCache()
         self._runs: dict[int, Run] = {}
         self._finished: list[queue.Finished] = []
         self._draining = False
@@ -99,14 +100,11 @@ class Dispatcher:
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._cleanup_loop(), name="artifact-cleanup"),
+            asyncio.create_task(
+                dialect.of(self._db).listen(self._db, self._on_notify, self._stopping),
+                name="listen",
+            ),
         ]
-        if not self._db.is_sqlite:
-            self._tasks.append(
-                asyncio.create_task(
-                    postgres.listen(self._settings.database_url, self._on_notify, self._stopping),
-                    name="listen",
-                )
-            )
         log.info("dispatcher started", extra={"worker_id": self.claimer.worker_id})
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -119,7 +117,7 @@ class Dispatcher:
                 await asyncio.wait_for(self._idle.wait(), timeout=grace)
         await self._abandon(list(self._runs.values()))
         self._stopping.set()
-        self._db.wake()
+        self._db.wakeups.wake()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._abandon(list(self._runs.values()))  # started by a pass under way meanwhile
@@ -153,12 +151,12 @@ class Dispatcher:
 
     def _on_notify(self, payload: str) -> None:
         if payload.startswith("cancel:"):
-            self._db.request_cancel(int(payload.removeprefix("cancel:")))
+            self._db.wakeups.request_cancel(int(payload.removeprefix("cancel:")))
         elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
-            self._db.wake()
+            self._db.wakeups.wake()
 
     async def _dispatch_loop(self) -> None:
-        wakeup = self._db.wakeup
+        wakeup = self._db.wakeups.event
         interval = self._settings.queue_check_interval
         while not self._stopping.is_set():
             if not wakeup.is_set():
@@ -181,7 +179,7 @@ class Dispatcher:
         if not finished and want <= 0:
             return
         try:
-            claimed = await queue.settle(self._db, self.claimer, finished, want)
+            claimed = await queue.settle(self._db, self.claimer, finished, want, self._cases)
         except BaseException:
             self._finished = finished + self._finished
             raise
@@ -195,12 +193,10 @@ class Dispatcher:
             self._idle.set()
 
     def _apply_cancels(self) -> None:
-        requests = self._db.cancel_requests
-        for execution_id in requests:
+        for execution_id in self._db.wakeups.take_cancel_requests():
             run = self._runs.get(execution_id)
             if run is not None:
                 run.cancel.set()
-        requests.clear()
 
     def _start_run(self, claimed: queue.Claimed) -> None:
         previous = self._runs.get(claimed.id)
@@ -236,7 +232,7 @@ class Dispatcher:
                 progress=run.record.take_progress(),
             )
         )
-        self._db.wake()
+        self._db.wakeups.wake()
 
     async def _outcome_of(self, run: Run) -> Outcome:
         try:

@@ -1,4 +1,4 @@
-"""SQLAlchemy tables and the execution lifecycle.
+"""SQLAlchemy tables.
 
 The `executions` row is the queue: its status, priority, `queued_at` and id are
 everything the order needs, and a partial index keeps the pending ones in that
@@ -8,7 +8,6 @@ order so the claim and the position count read the index alone.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from testqueue.vocabulary import PriorityWord, Role, RunnerKind, Status, TestType
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -34,42 +35,6 @@ def utcnow() -> datetime:
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; every stamp here is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-class Status(StrEnum):
-    PENDING = "pending"  # in the queue, waiting for a slot
-    RUNNING = "running"  # claimed; its worker renews the lease
-    COMPLETED = "completed"  # finished; `result` says how
-    CANCELLED = "cancelled"  # withdrawn before or during the run
-
-
-class Result(StrEnum):
-    PASS = "pass"  # the test's own check passed
-    FAIL = "fail"  # the test's own check failed (e.g. non-zero exit)
-    ERROR = "error"  # it could not run: bad spec, runner crash, worker lost too often
-    TIMEOUT = "timeout"  # killed at its deadline
-
-
-# The words a priority may be given as, and the numbers they stand for.
-PRIORITY_WORDS = {"high": 1, "medium": 5, "low": 10}
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    MEMBER = "member"
-
-
-class RunnerKind(StrEnum):
-    COMMAND = "command"
-    BROWSER = "browser"
-
-
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
-    Status.RUNNING: frozenset({Status.COMPLETED, Status.CANCELLED, Status.PENDING}),
-    Status.COMPLETED: frozenset(),
-    Status.CANCELLED: frozenset(),
-}
 
 
 class Base(DeclarativeBase):
@@ -97,8 +62,8 @@ class TestCase(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
-    test_type: Mapped[str] = mapped_column(String(16), default="e2e")
-    priority: Mapped[str] = mapped_column(String(8), default="medium")
+    test_type: Mapped[str] = mapped_column(String(16), default=TestType.E2E)
+    priority: Mapped[str] = mapped_column(String(8), default=PriorityWord.MEDIUM)
     steps: Mapped[list[Any]] = mapped_column(default=list)
     expected_result: Mapped[str] = mapped_column(Text, default="")
     preconditions: Mapped[str] = mapped_column(Text, default="")

@@ -6,8 +6,7 @@ quarters are kept, and the text says how much was cut between them.
 
 from __future__ import annotations
 
-from testqueue.queue import Progress
-from testqueue.runners.base import ArtifactRecord, StepRecord
+from testqueue.vocabulary import ArtifactRecord, Progress, StepRecord
 
 
 class RunRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -18,35 +19,35 @@ from pydantic import (
     model_validator,
 )
 
-from testqueue.models import PRIORITY_WORDS, Role
+from testqueue.vocabulary import (
+    HIGHEST_PRIORITY,
+    LOWEST_PRIORITY,
+    MAX_INT_ID,
+    MAX_SLOTS,
+    MAX_TAG_CHARS,
+    MAX_TAGS_CHARS,
+    TAG_PATTERN,
+    PriorityWord,
+    Role,
+    RunnerKind,
+    TestType,
+    parse_priority,
+)
 
 MAX_ARGV_ITEMS = 256
 MAX_ARG_CHARS = 4096
 MAX_BULK_RUNS = 1000
 MAX_PAGE_SIZE = 500
-# Ids and offsets past these cannot be bound to a query: INTEGER (test cases, users,
-# artifacts) and BIGINT (executions, OFFSET) on PostgreSQL, 64-bit integers on SQLite.
-MAX_ROW_ID = 2**31 - 1
-MAX_BIGINT = 2**63 - 1
-# `required_tags` is stored comma-fenced in a VARCHAR(500).
-MAX_TAGS_CHARS = 500
 MAX_JSON_DEPTH = 100
 MAX_URL_CHARS = 2000
 WEB_SCHEMES = ("http://", "https://")
 
-
-def _priority_word(value: object) -> object:
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in PRIORITY_WORDS:
-            return PRIORITY_WORDS[word]
-        raise ValueError("priority must be 1..10 (1 = highest) or one of high, medium, low")
-    if isinstance(value, bool):
-        raise ValueError("priority must be a number 1..10 or high, medium, low")
-    return value
-
-
-Priority = Annotated[int, BeforeValidator(_priority_word), Field(ge=1, le=10, strict=True)]
+# A number 1..10 or a word; the bounds are in the schema for clients to read.
+Priority = Annotated[
+    int,
+    BeforeValidator(partial(parse_priority, digits_in_text=False)),
+    Field(ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY, strict=True),
+]
 
 
 def _no_nul(value: str) -> str:
@@ -84,7 +85,7 @@ def _plain_json(value: Any) -> Any:
 
 
 Argument = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS), AfterValidator(_no_nul)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS, pattern=TAG_PATTERN)]
 ShortText = Annotated[str, StringConstraints(max_length=100), AfterValidator(_no_nul_text)]
 LongText = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_no_nul_text)]
 
@@ -144,15 +145,15 @@ class TestCaseFields(Strict):
         AfterValidator(_no_nul_text),
     ]
     description: LongText = ""
-    test_type: Literal["e2e", "api", "unit", "integration"] = "e2e"
-    priority: Literal["high", "medium", "low"] = "medium"
+    test_type: TestType = TestType.E2E
+    priority: PriorityWord = PriorityWord.MEDIUM
     steps: Annotated[list[Any], AfterValidator(_plain_json)] = Field(
         default_factory=list, max_length=500
     )
     expected_result: LongText = ""
     preconditions: LongText = ""
     test_data: Annotated[dict[str, Any], AfterValidator(_plain_json)] = Field(default_factory=dict)
-    runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = "command"
+    runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = RunnerKind.COMMAND
     command: list[Argument] | None = Field(default=None, max_length=MAX_ARGV_ITEMS)
     # Strict: `true` is not one second, nor "30" a number.
     timeout_seconds: float | None = Field(
@@ -186,7 +187,7 @@ class TestCaseFields(Strict):
 
     @model_validator(mode="after")
     def _runner_fields(self) -> TestCaseFields:
-        if self.runner == "command":
+        if self.runner == RunnerKind.COMMAND:
             if not self.command:
                 raise ValueError("a command test case needs `command`: a non-empty argv list")
             if not self.command[0]:
@@ -264,7 +265,7 @@ class RunRequest(Strict):
 
 
 class BulkRunRequest(RunRequest):
-    test_case_ids: list[Annotated[int, Field(strict=True, ge=1, le=MAX_ROW_ID)]] = Field(
+    test_case_ids: list[Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]] = Field(
         min_length=1, max_length=MAX_BULK_RUNS
     )
 
@@ -278,7 +279,7 @@ class QueueSettingsChange(Strict):
         description="global slots; null returns to the MAX_CONCURRENT_EXECUTIONS "
         "of the latest worker to start",
         ge=1,
-        le=1000,
+        le=MAX_SLOTS,
         strict=True,  # `true` is not one slot
     )
 

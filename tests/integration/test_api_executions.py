@@ -14,9 +14,7 @@ import pytest
 
 from conftest import claim, finish
 from gates import GateRunner
-from testqueue import queue
-from testqueue.models import Result
-from testqueue.runners.base import StepRecord
+from testqueue.vocabulary import Progress, Result, StepRecord
 
 EXECUTIONS = "/api/v1/executions"
 RUN_FIELDS = {"id", "test_case_id", "status", "priority", "queue_position", "message"}
@@ -240,7 +238,7 @@ async def test_delete_removes_only_finished_runs_and_only_your_own(api_only: Any
     admins = (await api.run(test_id))["id"]
     members, pending = [(await api.run(test_id, headers=member))["id"] for _ in range(2)]
     (claimed,) = await claim(api, 1)
-    progress = queue.Progress(admins, log="output\n")
+    progress = Progress(admins, log="output\n")
     await finish(api, claimed, Result.PASS, progress=progress)
     await post(api, f"/{members}/cancel", headers=member)
 
@@ -361,7 +359,7 @@ async def test_detail_log_and_timings_through_a_whole_run(api_only: Any) -> None
         StepRecord(1, "goto", "pass", "open", 12.5),
         StepRecord(2, "click", "fail", "press go", 3.0, "no such button"),
     ]
-    progress = queue.Progress(run["id"], log="line one\nline two\n", steps=steps)
+    progress = Progress(run["id"], log="line one\nline two\n", steps=steps)
     await finish(api, claimed, Result.FAIL, exit_code=1, steps=(2, 1, 1, 0), progress=progress)
 
     done = await api.get(f"/executions/{run['id']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import claim, finish
-from testqueue.models import Result
+from testqueue.vocabulary import Result
 
 TESTS = "/api/v1/tests"
 BROWSER_STEPS = [{"action": "goto", "url": "https://example.com/login"}]

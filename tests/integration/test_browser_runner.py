@@ -21,10 +21,10 @@ from browser_pages import Pages, serve_pages
 from conftest import make_settings, spec_for
 from testqueue import artifacts
 from testqueue.config import Settings
-from testqueue.models import Result
 from testqueue.runners import Registry
-from testqueue.runners.base import ArtifactRecord, Outcome, Runner, RunSpec, StepRecord
+from testqueue.runners.base import Runner, RunSpec
 from testqueue.runners.browser import BrowserRunner
+from testqueue.vocabulary import ArtifactRecord, Outcome, Result, StepRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"

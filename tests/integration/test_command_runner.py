@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import make_settings, spec_for
-from testqueue.models import Result
 from testqueue.recorder import RunRecord
 from testqueue.runners.command import CommandRunner
+from testqueue.vocabulary import Result
 from waiting import file_appears, pid_alive, until
 
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 from conftest import STAND_IN
 from testqueue import queue
-from testqueue.models import Result
-from testqueue.queue import claims
-from testqueue.runners.base import StepRecord
+from testqueue.vocabulary import Progress, Result, StepRecord
 from waiting import until
 
 
@@ -104,20 +102,19 @@ async def test_a_run_after_an_edit_runs_the_edited_command(api) -> None:  # type
 
 
 async def test_claims_carry_their_test_cases_when_the_kept_ones_are_dropped(
-    api_only,
-    monkeypatch,  # type: ignore[no-untyped-def]
+    api_only,  # type: ignore[no-untyped-def]
 ) -> None:
     """A claim that reads one test case anew and keeps another must hand out both."""
-    monkeypatch.setattr(claims, "CASES_KEPT", 1)
+    cases = queue.CaseCache(size=1)
     db = api_only.state.db
     first = await api_only.command_test(["echo", "first"])
     second = await api_only.command_test(["echo", "second"])
     await api_only.run(first)
-    (kept,) = await queue.settle(db, STAND_IN, [], 1)
+    (kept,) = await queue.settle(db, STAND_IN, [], 1, cases)
     assert kept.case is not None and kept.case.command == ["echo", "first"]
     await api_only.run(first)
     await api_only.run(second)
-    claimed = await queue.settle(db, STAND_IN, [], 2)
+    claimed = await queue.settle(db, STAND_IN, [], 2, cases)
     assert [c.case.command if c.case else None for c in claimed] == [
         ["echo", "first"],
         ["echo", "second"],
@@ -149,7 +146,7 @@ async def test_nul_in_step_and_error_messages_is_stored_too(api_only) -> None:  
         None,
         "step 1: saw a\0b",
         (1, 0, 1, 0),
-        queue.Progress(claimed.id, log="a\0b", steps=[step]),
+        Progress(claimed.id, log="a\0b", steps=[step]),
     )
     await queue.settle(db, STAND_IN, [done], 0)
     detail = await api_only.get(f"/executions/{claimed.id}")

@@ -10,8 +10,9 @@ from sqlalchemy import insert
 
 from conftest import STAND_IN
 from testqueue import queue
-from testqueue.api.deps import Actor
-from testqueue.models import Execution, Role, Status, utcnow
+from testqueue.models import Execution, utcnow
+from testqueue.services.accounts import Actor
+from testqueue.vocabulary import Progress, Role, Status
 from testqueue.web import board, estimates
 from testqueue.web.execution_page import LogFollower, _resume_point
 from testqueue.web.session import Viewer
@@ -29,9 +30,7 @@ def _log_events(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 async def _save_log(api: Any, execution_id: int, text: str, cut: int = 0) -> None:
     async with api.state.db.write() as conn:
-        await queue.claims.save_progress(
-            conn, [queue.Progress(execution_id, log=text, cut_bytes=cut)]
-        )
+        await queue.save_progress(conn, [Progress(execution_id, log=text, cut_bytes=cut)])
 
 
 async def test_the_live_log_sends_each_piece_once_across_a_reconnect(api_only: Any) -> None:

@@ -9,8 +9,8 @@ from gates import GateRunner, with_gate
 from spans import max_overlap
 from testqueue.database import Database
 from testqueue.dispatcher import Dispatcher
-from testqueue.models import Status
 from testqueue.runners import Registry
+from testqueue.vocabulary import Status
 
 RUNS = 60
 SLOTS = 5

@@ -12,7 +12,8 @@ from gates import GateRunner
 from testqueue import queue
 from testqueue.database import alembic_config
 from testqueue.dispatcher import Dispatcher
-from testqueue.models import Execution, LineCount, Result
+from testqueue.models import Execution, LineCount
+from testqueue.vocabulary import Result
 
 
 async def test_eight_runs_five_slots_fill_at_once(api, gate: GateRunner) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ import pytest
 
 from testqueue.config import Settings
 from testqueue.database import Database
-from testqueue.queue import postgres
+from testqueue.queue import dialect, postgres
 
 
 async def test_a_claim_on_a_dropped_connection_fails_once_then_reconnects(
@@ -37,10 +37,10 @@ async def test_a_claim_on_a_dropped_connection_fails_once_then_reconnects(
         assert dropped is not None and dropped[0] >= 3
 
         with pytest.raises(psycopg.OperationalError):
-            async with postgres.claiming(db, None):
+            async with dialect.POSTGRES.claiming(db, None):
                 pass
         for _ in range(3):  # every pooled connection was dead; none is handed out again
-            async with postgres.claiming(db, None) as conn:
+            async with dialect.POSTGRES.claiming(db, None) as conn:
                 assert conn is not None
     finally:
         await db.dispose()

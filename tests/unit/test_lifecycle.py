@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from testqueue.models import TRANSITIONS, Status
-from testqueue.queue.positions import decode_tags, encode_tags
 from testqueue.recorder import RunRecord
-from testqueue.runners.base import StepRecord
 from testqueue.schemas import PriorityChange
+from testqueue.vocabulary import TRANSITIONS, Status, StepRecord, decode_tags, encode_tags
 
 
 def test_finished_states_are_final() -> None:

@@ -1,0 +1,59 @@
+"""The HTTP API under /api/v1: thin translations of requests into calls of the queue and
+the services, with domain errors mapped to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from testqueue import errors
+from testqueue.api.routes import auth, executions, queue_routes, tests, users
+from testqueue.state import get_state
+
+PREFIX = "/api/v1"
+
+
+def mount(app: FastAPI) -> None:
+    """Add the API's routes and its error answers to `app`."""
+    _add_error_handlers(app)
+    for module in (auth, users, tests, queue_routes, executions):
+        app.include_router(module.router, prefix=PREFIX)
+
+    @app.get(f"{PREFIX}/health", tags=["health"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness: answers without a token."""
+        dispatcher = get_state(request).dispatcher
+        return {"status": "ok", "worker": bool(dispatcher and dispatcher.is_running)}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.TestqueueError)
+    async def domain_error(_request: Request, exc: errors.TestqueueError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": [_problem(e) for e in exc.errors()]}, status_code=422)
+
+
+def _problem(error: Any) -> dict[str, Any]:
+    """One validation error, without echoing the (possibly huge) input back."""
+    if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        position = error.get("loc", ("body", 0))[-1]
+        return {
+            "loc": list(error.get("loc", ())),
+            "msg": f"the body is not valid JSON: {reason} at character {position}",
+            "type": "json_invalid",
+        }
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return {
+        "loc": list(error.get("loc", ())),
+        "msg": f"{where}: {message}" if where else message,
+        "type": error.get("type", "value_error"),
+    }

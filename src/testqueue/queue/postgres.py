@@ -13,12 +13,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
 
 import psycopg
 from sqlalchemy import ColumnElement, Select, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.sql.dml import Insert
 
 from testqueue.database import Conn, Database, application_name
+from testqueue.queue.order import COUNT_AHEAD
 
 log = logging.getLogger(__name__)
 
@@ -30,68 +35,95 @@ RECONNECT_DELAY_MAX_S = 5.0
 LISTEN_TIMEOUT_S = 0.5
 
 
-@asynccontextmanager
-async def claiming(db: Database, worth: ColumnElement[bool] | None) -> AsyncIterator[Conn | None]:
-    """A transaction holding the claim lock, or None when `worth` says there is nothing to take.
+class PostgresDialect:
+    name = "postgresql"
 
-    BEGIN and the lock go to the server as one message (psycopg sends BEGIN
-    on its own otherwise), and the look at whether claiming is worth it rides
-    along: a claim is three round trips, a look that finds nothing two.
-    """
-    async with db.autocommit() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        try:
-            cursor = await raw.execute(_opening(worth, conn.dialect))
-            cursor.nextset()
-            taken = await cursor.fetchone() is not None
-        except psycopg.Error:
-            if raw.broken or raw.closed:
-                await db.connection_lost(conn)
-            raise
-        try:
-            yield conn if taken else None
-        except BaseException:
-            with contextlib.suppress(psycopg.Error):  # a broken connection has no transaction
-                await raw.execute("ROLLBACK")
-            raise
-        try:
-            await raw.execute("COMMIT")
-        except psycopg.Error:
-            if raw.broken or raw.closed:
-                await db.connection_lost(conn)
-            raise
+    def __init__(self) -> None:
+        # The opening of a claim, compiled once per condition (see `_opening`).
+        self._openings: dict[ColumnElement[bool] | None, str] = {}
 
+    @asynccontextmanager
+    async def claiming(
+        self, db: Database, worth: ColumnElement[bool] | None
+    ) -> AsyncIterator[Conn | None]:
+        """A transaction holding the claim lock, or None when `worth` says there is nothing
+        to take.
 
-def _opening(worth: ColumnElement[bool] | None, dialect: Dialect) -> str:
-    """BEGIN, then the lock, taken only if `worth` holds; a row comes back when it was taken."""
-    kept = _openings.get(id(worth))
-    if kept is None:
-        lock = select(func.pg_advisory_xact_lock(LINE_LOCK_KEY))
-        if worth is not None:
-            lock = lock.where(worth)
-        sql = lock.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
-        kept = _openings[id(worth)] = (worth, f"BEGIN; {sql}")
-    return kept[1]
+        BEGIN and the lock go to the server as one message (psycopg sends BEGIN
+        on its own otherwise), and the look at whether claiming is worth it rides
+        along: a claim is three round trips, a look that finds nothing two.
+        """
+        async with db.autocommit() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                cursor = await raw.execute(self._opening(worth, conn.dialect))
+                cursor.nextset()
+                taken = await cursor.fetchone() is not None
+            except psycopg.Error:
+                if raw.broken or raw.closed:
+                    await db.connection_lost(conn)
+                raise
+            try:
+                yield conn if taken else None
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # a broken connection has none
+                    await raw.execute("ROLLBACK")
+                raise
+            try:
+                await raw.execute("COMMIT")
+            except psycopg.Error:
+                if raw.broken or raw.closed:
+                    await db.connection_lost(conn)
+                raise
 
+    def _opening(self, worth: ColumnElement[bool] | None, dialect: Dialect) -> str:
+        """BEGIN, then the lock, taken only if `worth` holds; a row comes back when it was.
 
-# Compiled once per condition (the condition is kept too, so its id stays its own).
-_openings: dict[int, tuple[ColumnElement[bool] | None, str]] = {}
+        The conditions are the claim's own, built once each, so the compiled
+        text is kept per condition.
+        """
+        if worth not in self._openings:
+            lock = select(func.pg_advisory_xact_lock(LINE_LOCK_KEY))
+            if worth is not None:
+                lock = lock.where(worth)
+            sql = lock.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            self._openings[worth] = f"BEGIN; {sql}"
+        return self._openings[worth]
 
+    def skip_locked(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt.with_for_update(skip_locked=True)
 
-def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:
-    return stmt.with_for_update(skip_locked=True)
+    def among(self, column: Any, ids: Select[Any]) -> ColumnElement[bool]:
+        """`= ANY(ARRAY(subquery))`: an InitPlan, run once. As `IN (subquery)` the planner
+        may rescan a LIMIT ... SKIP LOCKED subquery per outer row, and each rescan
+        passes over the rows the UPDATE has just changed and takes the next ones."""
+        return column == func.any(func.array(ids.scalar_subquery()))  # type: ignore[no-any-return]
 
+    async def notify(self, conn: Conn, payload: str = "") -> None:
+        """Delivered to every listener when the transaction commits, and only then."""
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
+        )
 
-async def notify(conn: Conn, payload: str = "") -> None:
-    """Delivered to every listener when the transaction commits, and only then."""
-    await conn.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {
-            "channel": CHANNEL,
-            "payload": payload,
-        },
-    )
+    async def listen(
+        self, db: Database, on_notify: Callable[[str], None], stopping: asyncio.Event
+    ) -> None:
+        await listen(db.settings.database_url, on_notify, stopping)
+
+    async def count_ahead(
+        self, conn: Conn, priority: int, queued_at: datetime, execution_id: int
+    ) -> int:
+        """Counted from the front: counter rows like SQLite's would serialise
+        concurrent writers on many hosts."""
+        params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
+        return int((await conn.execute(COUNT_AHEAD, params)).scalar_one())
+
+    def upsert(self, table: Any, keys: list[Any], columns: list[str]) -> Insert:
+        stmt = postgresql.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
+        )
 
 
 def libpq_dsn(database_url: str) -> str:

@@ -1,34 +1,96 @@
-"""SQLite: one writer at a time.
+"""SQLite: one writer at a time, no LISTEN, positions counted from the nearer end.
 
 Every write transaction already starts with `BEGIN IMMEDIATE` on the process's
 single writer connection (see `testqueue.database`), so the file lock itself
-serialises claims across processes; nothing more is needed here. SQLAlchemy
-drops `FOR UPDATE` on SQLite, so no query here pretends to lock rows.
+serialises claims across processes; nothing more is needed for the claim.
+SQLAlchemy drops `FOR UPDATE` on SQLite, so no query here pretends to lock rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.sql.dml import Insert
 
 from testqueue.database import Conn, Database
+from testqueue.models import Execution, LineCount
+from testqueue.queue.order import PENDING, SAME_AHEAD, SAME_BEHIND
+
+E = Execution
 
 
-@asynccontextmanager
-async def claiming(db: Database, worth: ColumnElement[bool] | None) -> AsyncIterator[Conn | None]:
-    """A write transaction: it already holds the database's write lock.
+def _ends_statement() -> Any:
+    """Runs of higher priority, runs of this one, and the ids at both ends of it."""
+    priority = bindparam("a_priority", type_=Integer)
+    same = select(E.id).where(PENDING, E.priority == priority).limit(1)
+    return select(
+        select(func.coalesce(func.sum(LineCount.pending), 0))
+        .where(LineCount.priority < priority)
+        .scalar_subquery(),
+        select(LineCount.pending).where(LineCount.priority == priority).scalar_subquery(),
+        same.order_by(E.queued_at, E.id).scalar_subquery(),
+        same.order_by(E.queued_at.desc(), E.id.desc()).scalar_subquery(),
+    )
 
-    `worth` is not looked at: with one writer the look would cost as much as the claim.
-    """
-    async with db.write() as conn:
-        yield conn
+
+_ENDS = _ends_statement()
 
 
-def skip_locked(stmt: Select[tuple[int]]) -> Select[tuple[int]]:
-    return stmt
+class SqliteDialect:
+    name = "sqlite"
 
+    @asynccontextmanager
+    async def claiming(
+        self, db: Database, worth: ColumnElement[bool] | None
+    ) -> AsyncIterator[Conn | None]:
+        """A write transaction: it already holds the database's write lock.
 
-async def notify(conn: Conn, payload: str = "") -> None:
-    """Other processes on SQLite learn of changes by the safety-net poll and heartbeats."""
+        `worth` is not looked at: with one writer the look would cost as much as the claim.
+        """
+        async with db.write() as conn:
+            yield conn
+
+    def skip_locked(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt
+
+    def among(self, column: Any, ids: Select[Any]) -> ColumnElement[bool]:
+        # An uncorrelated IN list is computed once.
+        return column.in_(ids.scalar_subquery())  # type: ignore[no-any-return]
+
+    async def notify(self, conn: Conn, payload: str = "") -> None:
+        """Other processes on SQLite learn of changes by the safety-net poll and heartbeats."""
+
+    async def listen(
+        self, db: Database, on_notify: Callable[[str], None], stopping: asyncio.Event
+    ) -> None:
+        """Nothing to hear: SQLite has no notifications (see `notify`)."""
+        await stopping.wait()
+
+    async def count_ahead(
+        self, conn: Conn, priority: int, queued_at: datetime, execution_id: int
+    ) -> int:
+        """Counted from the nearer end of this priority's part of the line.
+
+        `line_counts` (kept by triggers, migration 0004) holds the runs per
+        priority, and the ids at the part's two ends tell which end is nearer:
+        exact either way, and about half the walk at worst (40 ns an entry).
+        """
+        params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
+        higher, total, first, last = (await conn.execute(_ENDS, params)).one()
+        from_back = total and first is not None and last is not None
+        if not (from_back and execution_id - first > last - execution_id):
+            return int(higher) + int((await conn.execute(SAME_AHEAD, params)).scalar_one())
+        behind = int((await conn.execute(SAME_BEHIND, params)).scalar_one())
+        return int(higher) + int(total) - 1 - behind
+
+    def upsert(self, table: Any, keys: list[Any], columns: list[str]) -> Insert:
+        stmt = sqlite.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
+        )

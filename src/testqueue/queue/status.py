@@ -13,7 +13,8 @@ from sqlalchemy import ColumnElement, Integer, bindparam, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, Worker, as_utc, utcnow
-from testqueue.queue.positions import LINE_ORDER, PENDING, RUNNING, decode_tags
+from testqueue.queue.order import LINE_ORDER, PENDING, RUNNING
+from testqueue.vocabulary import decode_tags
 
 E = Execution
 
@@ -151,7 +152,7 @@ _LIVE_TAGS = select(Worker.tags).where(
 async def live_worker_tags(conn: Conn, lease_ttl_s: float) -> list[set[str]]:
     """The tag sets of the workers that beat within the lease."""
     rows = await conn.execute(_LIVE_TAGS, {"cutoff": live_after(lease_ttl_s)})
-    return [set(filter(None, row.tags.split(","))) for row in rows]
+    return [set(decode_tags(row.tags)) for row in rows]
 
 
 async def workers(db: Database, lease_ttl_s: float) -> list[dict[str, Any]]:
@@ -172,7 +173,7 @@ async def workers(db: Database, lease_ttl_s: float) -> list[dict[str, Any]]:
                 "hostname": worker.hostname,
                 "pid": worker.pid,
                 "capacity": worker.capacity,
-                "tags": [t for t in worker.tags.split(",") if t],
+                "tags": decode_tags(worker.tags),
                 "started_at": worker.started_at,
                 "last_seen_at": worker.last_seen_at,
                 "running": by_worker.get(worker.id, []),

@@ -3,16 +3,17 @@ cancel signal, report steps, logs and artifacts.
 
 A runner owns what it starts and never touches the database: the dispatcher
 hands it a `RunSpec` and a `Reporter`, and records the `Outcome` it returns.
+The records a runner reports (`StepRecord`, `ArtifactRecord`, `Outcome`) are
+words of `testqueue.vocabulary`; runners see nothing of the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from testqueue.models import Result
+from testqueue.vocabulary import ArtifactRecord, Outcome, StepRecord
 
 
 @dataclass(frozen=True)
@@ -31,38 +32,6 @@ class RunSpec:
     browser: str | None = None
     environment: str | None = None
     worker_id: str = ""
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one step of a test did."""
-
-    number: int
-    action: str
-    result: str  # pass | fail | error | skip
-    description: str = ""
-    duration_ms: float = 0.0
-    error_message: str | None = None
-    screenshot: str | None = None
-
-
-@dataclass(frozen=True)
-class ArtifactRecord:
-    """A file a run left behind (a screenshot, a trace), under the artifacts folder."""
-
-    kind: str  # screenshot | trace | file
-    name: str
-    path: Path
-    content_type: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a run ended. `result` is None when the run was cancelled."""
-
-    result: Result | None
-    exit_code: int | None = None
-    error_message: str | None = None
 
 
 class Reporter(Protocol):

@@ -25,9 +25,9 @@ from playwright.async_api import Error as PlaywrightError
 
 from testqueue import artifacts
 from testqueue.config import Settings
-from testqueue.models import Result
 from testqueue.runners import chromium, steps
-from testqueue.runners.base import ArtifactRecord, Outcome, Reporter, RunSpec, StepRecord
+from testqueue.runners.base import Reporter, RunSpec
+from testqueue.vocabulary import ArtifactRecord, Outcome, Result, StepRecord
 
 log = logging.getLogger(__name__)
 

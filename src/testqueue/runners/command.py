@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from testqueue.config import Settings
-from testqueue.models import Result
-from testqueue.runners.base import Outcome, Reporter, RunSpec
+from testqueue.runners.base import Reporter, RunSpec
 from testqueue.runners.processes import Tree
+from testqueue.vocabulary import Outcome, Result
 
 log = logging.getLogger(__name__)
 

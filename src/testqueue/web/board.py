@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from testqueue.api.deps import AppState
 from testqueue.database import Conn
 from testqueue.models import Execution, QueueState, TestCase, User, as_utc, utcnow
 from testqueue.queue import status as queue_status
-from testqueue.queue.positions import PENDING, RUNNING
+from testqueue.queue.order import PENDING, RUNNING
+from testqueue.state import AppState
 from testqueue.web import estimates
 from testqueue.web.render import iso
 from testqueue.web.session import Viewer

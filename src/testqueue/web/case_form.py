@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from testqueue.schemas import TestCaseCreate, TestCasePublic
+from testqueue.vocabulary import PriorityWord, RunnerKind, TestType
 from testqueue.web import forms
 
 TEXT_FIELDS = ("title", "description", "expected_result", "preconditions", "required_tags")
@@ -39,9 +40,11 @@ LABELS = {
     "preconditions": "Preconditions",
     "expected_result": "Expected result",
 }
-TEST_TYPES = ("e2e", "api", "unit", "integration")
-PRIORITIES = ("high", "medium", "low")
-DEFAULTS = {"test_type": "e2e", "priority": "medium", "runner": "browser"}
+DEFAULTS = {
+    "test_type": TestType.E2E.value,
+    "priority": PriorityWord.MEDIUM.value,
+    "runner": RunnerKind.BROWSER.value,
+}
 
 
 class FormProblems(Exception):
@@ -132,7 +135,7 @@ def to_body(form: CaseForm) -> TestCaseCreate:
     data["required_tags"] = [t for t in re.split(r"[,\s]+", values["required_tags"]) if t]
     data["command"] = (
         [line.rstrip("\r") for line in values["command"].split("\n") if line.strip()]
-        if values["runner"] == "command"
+        if values["runner"] == RunnerKind.COMMAND
         else None
     )
     data["steps"] = _json_field(values, "steps", [], problems)

@@ -1,8 +1,8 @@
 """The test cases pages: list and search, create, edit, and run from the list.
 
-Saving goes through the API's own route functions (called directly, not over
-HTTP), so the dashboard applies exactly the API's rules: the schema, the
-runner checks, and that only admins create or edit `command` test cases.
+Saving goes through `services.test_cases`, as the API's does, so the
+dashboard applies exactly the same rules: the schema, the runner checks, and
+that only admins create or edit `command` test cases.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
 
 from testqueue import errors
-from testqueue.api import views
-from testqueue.api.deps import get_state
-from testqueue.api.routes import tests as test_routes
-from testqueue.models import Execution, User
+from testqueue.models import Execution
+from testqueue.params import TestCaseId
 from testqueue.schemas import TestCasePublic, TestCaseUpdate
+from testqueue.services import executions, test_cases
+from testqueue.state import get_state
+from testqueue.vocabulary import PriorityWord, TestType
 from testqueue.web import case_form, forms
 from testqueue.web.render import PageRoute, done, page
 from testqueue.web.session import ChangingViewer, CurrentViewer, Viewer
@@ -31,21 +31,8 @@ PAGE_SIZE = 25
 RECENT_RUNS_SHOWN = 10
 
 
-def may_edit(case: TestCasePublic, viewer: Viewer) -> bool:
-    """The API's rule (`tests.edit_refusal`)."""
-    refusal = test_routes.edit_refusal(case.id, case.runner, case.created_by, viewer.actor)
-    return refusal is None
-
-
 def _runners(request: Request) -> list[str]:
-    return sorted(test_routes.runner_kinds(get_state(request)))
-
-
-async def _usernames(request: Request, ids: set[int | None]) -> dict[int, str]:
-    wanted = {i for i in ids if i is not None}
-    async with get_state(request).db.read() as conn:
-        rows = await conn.execute(select(User.id, User.username).where(User.id.in_(wanted)))
-        return {row.id: row.username for row in rows}
+    return sorted(test_cases.runner_kinds(get_state(request).registry))
 
 
 @router.get("/tests")
@@ -57,8 +44,8 @@ async def list_test_cases(
 ) -> Response:
     """Test cases, newest first, searched by title, with a run button on each."""
     state = get_state(request)
-    found = await test_routes.list_test_cases(
-        state, viewer.actor, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, q.strip() or None, None
+    found = await test_cases.list_cases(
+        state.db, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, q.strip() or None
     )
     return page(
         request,
@@ -68,7 +55,7 @@ async def list_test_cases(
         q=q,
         page_number=page_number,
         pages=max(1, -(-found.total // PAGE_SIZE)),
-        owners=await _usernames(request, {case.created_by for case in found.items}),
+        owners=await state.accounts.usernames({case.created_by for case in found.items}),
     )
 
 
@@ -88,10 +75,10 @@ def _form_page(
         status_code=status_code,
         form=form,
         case=case,
-        editable=case is None or may_edit(case, viewer),
+        editable=case is None or test_cases.may_edit(case, viewer.actor),
         runners=_runners(request),
-        test_types=case_form.TEST_TYPES,
-        case_priorities=case_form.PRIORITIES,
+        test_types=[t.value for t in TestType],
+        case_priorities=[p.value for p in PriorityWord],
         **extra,
     )
 
@@ -108,7 +95,8 @@ async def create_test_case(request: Request, viewer: ChangingViewer) -> Response
     form = case_form.CaseForm.submitted(await forms.read(request))
     try:
         body = case_form.to_body(form)
-        created = await test_routes.create_test_case(get_state(request), body, viewer.actor)
+        state = get_state(request)
+        created = await test_cases.create_case(state.db, state.registry, body, viewer.actor)
     except case_form.FormProblems as exc:
         form.problems = exc.problems
         return _form_page(request, viewer, form, status_code=422)
@@ -120,18 +108,17 @@ async def create_test_case(request: Request, viewer: ChangingViewer) -> Response
 
 
 async def _recent_runs(request: Request, test_case_id: int) -> list[Any]:
-    async with get_state(request).db.read() as conn:
-        return await views.execution_rows(
-            conn, [Execution.test_case_id == test_case_id], RECENT_RUNS_SHOWN, 0
-        )
+    where = [Execution.test_case_id == test_case_id]
+    found = await executions.list_executions(get_state(request).db, where, RECENT_RUNS_SHOWN, 0)
+    return found.items
 
 
 @router.get("/tests/{test_case_id:int}")
 async def show_test_case(
-    request: Request, test_case_id: forms.RowId, viewer: CurrentViewer
+    request: Request, test_case_id: TestCaseId, viewer: CurrentViewer
 ) -> Response:
     """One test case: its form (read-only without the right to edit), a run button, its runs."""
-    case = await test_routes.read_test_case(get_state(request), test_case_id, viewer.actor)
+    case = await test_cases.read_case(get_state(request).db, test_case_id)
     return _form_page(
         request,
         viewer,
@@ -143,16 +130,16 @@ async def show_test_case(
 
 @router.post("/tests/{test_case_id:int}")
 async def update_test_case(
-    request: Request, test_case_id: forms.RowId, viewer: ChangingViewer
+    request: Request, test_case_id: TestCaseId, viewer: ChangingViewer
 ) -> Response:
     """Save changes to a test case; problems come back next to their fields."""
     state = get_state(request)
-    case = await test_routes.read_test_case(state, test_case_id, viewer.actor)
+    case = await test_cases.read_case(state.db, test_case_id)
     form = case_form.CaseForm.submitted(await forms.read(request))
     try:
         body = case_form.to_body(form)
         update = TestCaseUpdate.model_validate(body.model_dump())
-        await test_routes.update_test_case(state, test_case_id, update, viewer.actor)
+        await test_cases.update_case(state.db, state.registry, test_case_id, update, viewer.actor)
     except case_form.FormProblems as exc:
         form.problems = exc.problems
     except errors.InvalidInput as exc:

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Integer, literal, select, union_all
 
 from testqueue.database import Conn
-from testqueue.models import Execution, Status, as_utc
+from testqueue.models import Execution, as_utc
+from testqueue.vocabulary import Status
 
 E = Execution
 RECENT_RUNS = 20

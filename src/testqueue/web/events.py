@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from testqueue import errors
-from testqueue.api.deps import get_state
+from testqueue.state import get_state
 from testqueue.web import board
 from testqueue.web.render import PageRoute
 from testqueue.web.session import CurrentViewer

@@ -12,18 +12,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import bindparam, case, func, select
 
 from testqueue import errors
-from testqueue.api import views
-from testqueue.api.deps import AppState, get_state
-from testqueue.api.routes import executions as execution_routes
 from testqueue.database import Conn
-from testqueue.models import Artifact, Execution, ExecutionLog, ExecutionStep, Status, User
-from testqueue.queue.positions import position_of
+from testqueue.models import Artifact, Execution, ExecutionLog, ExecutionStep
+from testqueue.params import ArtifactId, ExecutionId
+from testqueue.queue import position_of
 from testqueue.schemas import ExecutionPublic
-from testqueue.web import events, forms
+from testqueue.services import executions
+from testqueue.state import AppState, get_state
+from testqueue.vocabulary import FINAL_STATUSES, MAX_BIGINT, Status, parse_whole
+from testqueue.web import events
 from testqueue.web.render import PageRoute, page, templates
 from testqueue.web.session import CurrentViewer, Viewer
 
@@ -32,21 +33,14 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 E = Execution
 # The most log text one page load or one event carries; the rest is a link away.
 LOG_SHOWN_CHARS = 100_000
-FINAL = (Status.COMPLETED, Status.CANCELLED)
 
 
 async def _username(state: AppState, user_id: int | None) -> str:
-    if user_id is None:
-        return "-"
-    async with state.db.read() as conn:
-        name = (
-            await conn.execute(select(User.username).where(User.id == user_id))
-        ).scalar_one_or_none()
-    return name or "-"
+    return (await state.accounts.usernames({user_id})).get(user_id or 0, "-")
 
 
 def _context(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str, Any]:
-    live = detail.status not in FINAL
+    live = detail.status not in FINAL_STATUSES
     return {
         "ex": detail,
         "owner": owner,
@@ -83,11 +77,11 @@ async def _log_tail(conn: Conn, execution_id: int) -> tuple[str, int, int]:
 
 @router.get("/executions/{execution_id:int}")
 async def show_execution(
-    request: Request, execution_id: forms.RowId, viewer: CurrentViewer
+    request: Request, execution_id: ExecutionId, viewer: CurrentViewer
 ) -> Response:
     """One execution; its log and steps follow live while it runs."""
     state = get_state(request)
-    detail = await views.execution_detail(state, execution_id)
+    detail = await executions.execution_detail(state.db, state.settings, execution_id)
     async with state.db.read() as conn:
         text, length, cut = await _log_tail(conn, execution_id)
     return page(
@@ -103,17 +97,18 @@ async def show_execution(
 
 
 @router.get("/executions/{execution_id:int}/log")
-async def read_log(request: Request, execution_id: forms.RowId, viewer: CurrentViewer) -> Response:
-    """The whole captured log as plain text (the API's answer)."""
-    return await execution_routes.read_log(get_state(request), execution_id, viewer.actor)
+async def read_log(request: Request, execution_id: ExecutionId, _viewer: CurrentViewer) -> Response:
+    """The whole captured log as plain text (as the API answers it)."""
+    return PlainTextResponse(await executions.read_log(get_state(request).db, execution_id))
 
 
 @router.get("/executions/{execution_id:int}/artifacts/{artifact_id:int}")
 async def read_artifact(
-    request: Request, execution_id: forms.RowId, artifact_id: forms.RowId, _viewer: CurrentViewer
+    request: Request, execution_id: ExecutionId, artifact_id: ArtifactId, _viewer: CurrentViewer
 ) -> Response:
     """A screenshot or trace, for anyone signed in (as in the API), shown inline when an image."""
-    path, row = await views.artifact_file(get_state(request), execution_id, artifact_id)
+    state = get_state(request)
+    path, row = await executions.artifact_file(state.db, state.settings, execution_id, artifact_id)
     inline = "inline" if row.content_type.startswith("image/") else "attachment"
     return FileResponse(
         path, media_type=row.content_type, filename=row.name, content_disposition_type=inline
@@ -181,9 +176,10 @@ class LogFollower:
 def _resume_point(last_event_id: str, chars: int, cut: int) -> tuple[int, int]:
     """The log position a `log` event's id names (`chars.cut`), else the one given."""
     given, _, given_cut = last_event_id.partition(".")
-    if given.isdigit() and given_cut.isdigit() and max(len(given), len(given_cut)) <= 18:
-        return int(given), int(given_cut)
-    return chars, cut
+    try:
+        return parse_whole(given, 0, MAX_BIGINT), parse_whole(given_cut, 0, MAX_BIGINT)
+    except ValueError:
+        return chars, cut
 
 
 def _fragments(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str, Any]:
@@ -199,10 +195,10 @@ def _fragments(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str,
 @router.get("/events/executions/{execution_id:int}")
 async def stream_execution(
     request: Request,
-    execution_id: forms.RowId,
+    execution_id: ExecutionId,
     viewer: CurrentViewer,
-    chars: Annotated[int, Query(ge=0, le=forms.MAX_ID)] = 0,
-    cut: Annotated[int, Query(ge=0, le=forms.MAX_ID)] = 0,
+    chars: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+    cut: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> StreamingResponse:
     """Facts and steps when they change and the log as it grows, until the run has ended.
 
@@ -212,7 +208,7 @@ async def stream_execution(
     state = get_state(request)
     chars, cut = _resume_point(request.headers.get("last-event-id", ""), chars, cut)
     async with state.db.read() as conn:
-        owner_id = (await views.load_execution(conn, execution_id))["user_id"]
+        owner_id = (await executions.load_execution(conn, execution_id))["user_id"]
     owner = await _username(state, owner_id)
     follower = LogFollower(state, execution_id, chars, cut)
     last: list[tuple[Any, ...]] = []
@@ -222,11 +218,11 @@ async def stream_execution(
         parts = []
         if not last or last[0] != mark:
             last[:] = [mark]
-            detail = await views.execution_detail(state, execution_id)
+            detail = await executions.execution_detail(state.db, state.settings, execution_id)
             parts.append(events.message("detail", _fragments(detail, viewer, owner)))
         # Read after the status: a run seen ended has its final log saved already.
         parts.append(await follower.next_event())
-        if mark[0] in FINAL:
+        if mark[0] in FINAL_STATUSES:
             parts.append(events.END)
         return "".join(parts)
 

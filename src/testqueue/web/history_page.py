@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
-from testqueue.api.deps import get_state
-from testqueue.api.routes import executions as execution_routes
 from testqueue.database import Conn
-from testqueue.models import Result, Status, TestCase, User
-from testqueue.web import forms, trends
+from testqueue.models import TestCase, User
+from testqueue.services import executions
+from testqueue.state import get_state
+from testqueue.vocabulary import Result, Status, parse_id
+from testqueue.web import trends
 from testqueue.web.render import PageRoute, page
 from testqueue.web.session import CurrentViewer
 
@@ -43,18 +44,12 @@ async def show_history(
     """Executions newest first; the filters are plain GET fields, so a filtered view is a link."""
     chosen_status = Status(status) if status in set(Status) else None
     chosen_result = Result(result) if result in set(Result) else None
-    test_case_id = forms.row_id(test_case)
-    user_id = forms.row_id(user)
+    test_case_id = parse_id(test_case)
+    user_id = parse_id(user)
     state = get_state(request)
-    found = await execution_routes.list_executions(
-        state,
-        viewer.actor,
-        chosen_status,
-        chosen_result,
-        test_case_id,
-        user_id,
-        PAGE_SIZE,
-        (page_number - 1) * PAGE_SIZE,
+    where = executions.history_filters(chosen_status, chosen_result, test_case_id, user_id)
+    found = await executions.list_executions(
+        state.db, where, PAGE_SIZE, (page_number - 1) * PAGE_SIZE
     )
     total = found.total
     async with state.db.read() as conn:

@@ -11,38 +11,21 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 
 from testqueue import errors, queue
-from testqueue.api.deps import get_state
-from testqueue.api.routes import queue_routes
-from testqueue.models import TestCase
-from testqueue.queue import status as queue_status
+from testqueue.params import ExecutionId
+from testqueue.services import overview, runs, test_cases
+from testqueue.state import get_state
+from testqueue.vocabulary import MAX_INT_ID, MAX_SLOTS, Status
 from testqueue.web import board, forms
 from testqueue.web.render import PageRoute, done, page
-from testqueue.web.session import ChangingViewer, CurrentViewer, Viewer
+from testqueue.web.session import ChangingViewer, CurrentViewer
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 RUN_CHOICES_SHOWN = 500
-MAX_SLOTS = 1000
-
-
-def _admin_only(viewer: Viewer) -> None:
-    if not viewer.is_admin:
-        raise errors.Forbidden("only an admin may do this")
-
-
-async def _run_choices(request: Request) -> list[tuple[int, str]]:
-    async with get_state(request).db.read() as conn:
-        rows = await conn.execute(
-            select(TestCase.id, TestCase.title)
-            .order_by(TestCase.title, TestCase.id)
-            .limit(RUN_CHOICES_SHOWN)
-        )
-        return [(row.id, row.title) for row in rows]
 
 
 @router.get("/")
@@ -54,8 +37,10 @@ async def show_queue(request: Request, viewer: CurrentViewer) -> Response:
         "queue.html",
         viewer,
         board=await board.build(state, viewer),
-        choices=await _run_choices(request),
-        default_slots=(await queue_routes.read_settings(state)).max_concurrent_default,
+        choices=await test_cases.choices(state.db, RUN_CHOICES_SHOWN),
+        default_slots=(
+            await overview.read_settings(state.db, state.settings)
+        ).max_concurrent_default,
     )
 
 
@@ -63,9 +48,9 @@ async def show_queue(request: Request, viewer: CurrentViewer) -> Response:
 async def run_test_case(request: Request, viewer: ChangingViewer) -> Response:
     """Queue one run of a test case, at the priority chosen or the test case's own."""
     form = await forms.read(request)
-    test_case_id = forms.whole_number(form, "test_case_id", "the test case", 1, forms.MAX_ID)
+    test_case_id = forms.whole_number(form, "test_case_id", "the test case", 1, MAX_INT_ID)
     options = queue.RunOptions(priority=forms.priority(form), triggered_by="dashboard")
-    (item,) = await queue.enqueue(get_state(request).db, [test_case_id], viewer.id, options)
+    (item,) = await runs.queue_runs(get_state(request).db, [test_case_id], viewer.actor, options)
     log.info("run queued from the dashboard", extra={"execution_id": item.id})
     message = f"Execution #{item.id} queued at position {item.queue_position}."
     return done(request, message, forms.back_to(form), id=item.id, position=item.queue_position)
@@ -73,14 +58,14 @@ async def run_test_case(request: Request, viewer: ChangingViewer) -> Response:
 
 @router.post("/executions/{execution_id:int}/cancel")
 async def cancel_execution(
-    request: Request, execution_id: forms.RowId, viewer: ChangingViewer
+    request: Request, execution_id: ExecutionId, viewer: ChangingViewer
 ) -> Response:
     """Cancel a pending execution, or ask the worker of a running one to stop it."""
     form = await forms.read(request)
-    now = await queue.cancel(get_state(request).db, execution_id, viewer.owner_filter())
+    now = await runs.cancel(get_state(request).db, execution_id, viewer.actor, confirm=False)
     message = (
         f"Execution #{execution_id} cancelled."
-        if now != "running"
+        if now != Status.RUNNING
         else f"Execution #{execution_id} is being stopped."
     )
     return done(request, message, forms.back_to(form))
@@ -88,7 +73,7 @@ async def cancel_execution(
 
 @router.post("/executions/{execution_id:int}/priority")
 async def change_priority(
-    request: Request, execution_id: forms.RowId, viewer: ChangingViewer
+    request: Request, execution_id: ExecutionId, viewer: ChangingViewer
 ) -> Response:
     """Raise or lower a pending execution's priority; it moves in the line at once."""
     form = await forms.read(request)
@@ -96,7 +81,7 @@ async def change_priority(
     if priority is None:
         raise errors.BadRequest("choose a priority from 1 (highest) to 10")
     db = get_state(request).db
-    position = await queue.set_priority(db, execution_id, priority, viewer.owner_filter())
+    position = await runs.change_priority(db, execution_id, priority, viewer.actor)
     message = f"Execution #{execution_id} now has priority {priority}, position {position}."
     return done(request, message, forms.back_to(form), position=position)
 
@@ -104,23 +89,20 @@ async def change_priority(
 @router.get("/queue/clear")
 async def confirm_clear(request: Request, viewer: CurrentViewer) -> Response:
     """Ask before clearing (the page's dialog asks the same without leaving the page)."""
-    _admin_only(viewer)
+    viewer.actor.require_admin()
     state = get_state(request)
-    async with state.db.read() as conn:
-        _slots, _running, pending, _paused = await queue_status.slots_and_counts(
-            conn, state.settings.max_concurrent_executions
-        )
+    pending = await overview.pending_count(state.db, state.settings)
     return page(request, "clear.html", viewer, pending=pending)
 
 
 @router.post("/queue/clear")
 async def clear_queue(request: Request, viewer: ChangingViewer) -> Response:
     """Cancel every pending execution in one transaction (admins only); running ones go on."""
-    _admin_only(viewer)
+    viewer.actor.require_admin()
     form = await forms.read(request)
     if forms.text(form, "confirm") != "yes":
         raise errors.BadRequest("confirm that every pending execution should be cancelled")
-    removed = await queue.clear(get_state(request).db)
+    removed = await overview.clear(get_state(request).db, viewer.actor)
     log.info("queue cleared from the dashboard", extra={"removed": removed, "by": viewer.id})
     runs = "execution" if removed == 1 else "executions"
     return done(request, f"Queue cleared: {removed} pending {runs} cancelled.", "/")
@@ -129,7 +111,7 @@ async def clear_queue(request: Request, viewer: ChangingViewer) -> Response:
 @router.post("/queue/slots")
 async def change_slots(request: Request, viewer: ChangingViewer) -> Response:
     """Change the global number of slots (admins only); empty means MAX_CONCURRENT_EXECUTIONS."""
-    _admin_only(viewer)
+    viewer.actor.require_admin()
     form = await forms.read(request)
     state = get_state(request)
     slots = (
@@ -137,8 +119,8 @@ async def change_slots(request: Request, viewer: ChangingViewer) -> Response:
         if forms.text(form, "slots")
         else None
     )
-    await queue.set_max_concurrent(state.db, slots)
-    shown = (await queue_routes.read_settings(state)).max_concurrent
+    await overview.set_slots(state.db, viewer.actor, slots)
+    shown = (await overview.read_settings(state.db, state.settings)).max_concurrent
     log.info("slots changed from the dashboard", extra={"slots": slots, "by": viewer.id})
     return done(request, f"The queue now has {shown} slots.", "/")
 
@@ -146,14 +128,12 @@ async def change_slots(request: Request, viewer: ChangingViewer) -> Response:
 @router.post("/queue/pause")
 async def pause_queue(request: Request, viewer: ChangingViewer) -> Response:
     """Start nothing new until resumed (admins only); pending runs keep their place."""
-    _admin_only(viewer)
-    await queue.set_paused(get_state(request).db, True)
+    await overview.set_paused(get_state(request).db, viewer.actor, True)
     return done(request, "The queue is paused: nothing new starts.", "/")
 
 
 @router.post("/queue/resume")
 async def resume_queue(request: Request, viewer: ChangingViewer) -> Response:
     """Start runs again (admins only)."""
-    _admin_only(viewer)
-    await queue.set_paused(get_state(request).db, False)
+    await overview.set_paused(get_state(request).db, viewer.actor, False)
     return done(request, "The queue is running again.", "/")

@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from testqueue import errors
 from testqueue.models import as_utc
+from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY, priority_word
 from testqueue.web.session import SignInRequired, Viewer
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 NOTICE_COOKIE = "testqueue_notice"
 NOTICE_MAX_CHARS = 300
-PRIORITY_WORDS = {1: "highest", 5: "medium", 10: "lowest"}
 
 # Scripts and styles come only from /static: an injected <script> or style
 # attribute does nothing even if some text slipped past autoescaping.
@@ -80,7 +80,7 @@ def span(seconds: float | None) -> str:
 
 
 def priority_label(priority: int) -> str:
-    word = PRIORITY_WORDS.get(priority)
+    word = priority_word(priority)
     return f"{priority} ({word})" if word else str(priority)
 
 
@@ -109,7 +109,11 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(iso=iso, clock=clock, span=span, priority_label=priority_label)
-    env.globals.update(static_url=static_url, query_with=query_with, priorities=list(range(1, 11)))
+    env.globals.update(
+        static_url=static_url,
+        query_with=query_with,
+        priorities=list(range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)),
+    )
     return env
 
 

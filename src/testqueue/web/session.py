@@ -1,7 +1,7 @@
 """Who is looking at the dashboard: the session cookie and the CSRF tokens that go with it.
 
 The session cookie holds the same signed token the API hands out, so sign-in
-reuses `security` and one account works in both places. The cookie is
+reuses `services.accounts` and one account works in both places. The cookie is
 HttpOnly (page scripts never see the token) and SameSite=Lax (other sites'
 forms arrive without it). On top of that, every form that changes something
 carries a CSRF token derived with HMAC from the secret key and the session
@@ -21,7 +21,8 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 
 from testqueue import errors
-from testqueue.api.deps import Actor, AppState, actor_for_token, get_state
+from testqueue.services.accounts import Actor
+from testqueue.state import AppState, get_state
 
 SESSION_COOKIE = "testqueue_session"
 SIGNIN_COOKIE = "testqueue_signin"
@@ -95,10 +96,10 @@ async def viewer_of(request: Request) -> Viewer | None:
         return None
     state = get_state(request)
     try:
-        actor = await actor_for_token(state, token)
+        actor = await state.accounts.actor_for_token(token)
     except errors.Unauthorized:
         return None
-    return Viewer(actor, csrf_for(state.secret_key, token))
+    return Viewer(actor, csrf_for(state.accounts.secret_key, token))
 
 
 async def require_viewer(request: Request) -> Viewer:

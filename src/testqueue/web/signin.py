@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from testqueue import errors, security
-from testqueue.api.deps import get_state
-from testqueue.api.routes.auth import authenticate
+from testqueue import errors
+from testqueue.state import get_state
 from testqueue.web import forms, session
 from testqueue.web.render import PageRoute, page
 from testqueue.web.session import ChangingViewer
@@ -31,7 +30,7 @@ def _signin_page(
         None,
         status_code=status,
         next_path=forms.local_path(next_path),
-        csrf=session.signin_csrf(state.secret_key, nonce),
+        csrf=session.signin_csrf(state.accounts.secret_key, nonce),
         problem=problem,
         username=username,
     )
@@ -57,16 +56,16 @@ async def sign_in(request: Request) -> Response:
     username, password, sent, next_path = (
         str(form.get(name, "")) for name in ("username", "password", "csrf", "next")
     )
-    if not session.signin_csrf_ok(request, state.secret_key, sent):
+    if not session.signin_csrf_ok(request, state.accounts.secret_key, sent):
         problem = "The sign-in form expired. Please try again."
         return _signin_page(request, next_path, problem=problem, username=username, status=403)
     try:
-        user_id = await authenticate(state, username, password)
+        user_id = await state.accounts.authenticate(username, password)
     except errors.Unauthorized:
         log.info("dashboard sign-in refused", extra={"username": username[:64]})
         problem = "Wrong username or password."
         return _signin_page(request, next_path, problem=problem, username=username, status=401)
-    token = security.create_token(state.secret_key, user_id, state.settings.access_token_ttl)
+    token = state.accounts.issue_token(user_id)
     response = RedirectResponse(forms.local_path(next_path), status_code=303)
     session.start_session(request, response, state, token)
     return response

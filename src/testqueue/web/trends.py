@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 
 from testqueue.database import Conn
-from testqueue.models import Execution, Result, Status, TestCase, as_utc
+from testqueue.models import Execution, TestCase, as_utc
+from testqueue.vocabulary import Result, Status
 from testqueue.web import charts
 from testqueue.web.render import span
 

@@ -1,27 +1,33 @@
-"""Executions as the API shows them: rows joined with their test case, timings derived."""
+"""Reading executions: history, one execution's detail, its log and its files.
+
+Rows are joined with their test case, with wait, run and total times derived;
+the API and the dashboard show exactly these.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select
+from sqlalchemy import ColumnElement, bindparam, delete, func, select
 
-from testqueue import errors
-from testqueue.api.deps import AppState
-from testqueue.database import Conn
+from testqueue import artifacts, errors
+from testqueue.config import Settings
+from testqueue.database import Conn, Database
 from testqueue.models import (
     Artifact,
     Execution,
+    ExecutionLog,
     ExecutionStep,
-    Result,
-    Status,
     TestCase,
     as_utc,
 )
+from testqueue.queue import count_ahead
 from testqueue.queue import status as queue_status
-from testqueue.queue.positions import count_ahead
-from testqueue.schemas import ArtifactPublic, ExecutionPublic, StepPublic
+from testqueue.schemas import ArtifactPublic, ExecutionPage, ExecutionPublic, StepPublic
+from testqueue.services.accounts import Actor
+from testqueue.vocabulary import Result, Status
 
 E = Execution
 
@@ -94,10 +100,19 @@ def public(row: Any) -> ExecutionPublic:
     return ExecutionPublic.model_validate(data)
 
 
-async def execution_detail(state: AppState, execution_id: int) -> ExecutionPublic:
+async def list_executions(
+    db: Database, where: list[ColumnElement[bool]], limit: int, offset: int
+) -> ExecutionPage:
+    """History, newest first, with the exact number of matches."""
+    async with db.read() as conn:
+        total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()
+        items = await execution_rows(conn, where, limit, offset)
+    return ExecutionPage(items=items, total=total, limit=limit, offset=offset)
+
+
+async def execution_detail(db: Database, settings: Settings, execution_id: int) -> ExecutionPublic:
     """One execution with steps, artifacts, and its live position and wait reason."""
-    settings = state.settings
-    async with state.db.read() as conn:
+    async with db.read() as conn:
         row = await load_execution(conn, execution_id)
         detail = public(row)
         detail.steps = await _steps(conn, execution_id)
@@ -116,16 +131,46 @@ async def execution_detail(state: AppState, execution_id: int) -> ExecutionPubli
     return detail
 
 
-async def artifact_file(state: AppState, execution_id: int, artifact_id: int) -> tuple[Path, Any]:
+async def read_log(db: Database, execution_id: int) -> str:
+    """The captured output so far (stdout and stderr together; saved every heartbeat)."""
+    async with db.read() as conn:
+        await load_execution(conn, execution_id)
+        content = (
+            await conn.execute(
+                select(ExecutionLog.content).where(ExecutionLog.execution_id == execution_id)
+            )
+        ).scalar_one_or_none()
+    return content or ""
+
+
+async def delete_execution(
+    db: Database, settings: Settings, execution_id: int, actor: Actor
+) -> None:
+    """Delete a finished execution with its log, steps and artifacts."""
+    async with db.write() as conn:
+        row = await load_execution(conn, execution_id)
+        if actor.owner_filter() is not None and row["user_id"] != actor.id:
+            raise errors.Forbidden(f"execution {execution_id} belongs to another user")
+        if row["status"] in (Status.PENDING, Status.RUNNING):
+            raise errors.InvalidTransition(
+                f"execution {execution_id} is {row['status']}: cancel it before deleting it"
+            )
+        await conn.execute(delete(E).where(E.id == execution_id))
+    await asyncio.to_thread(artifacts.remove_execution_artifacts, settings, execution_id)
+
+
+async def artifact_file(
+    db: Database, settings: Settings, execution_id: int, artifact_id: int
+) -> tuple[Path, Any]:
     """An artifact's file and row; NotFound when there is none, when its path lies
     outside ARTIFACTS_DIR, or when the age-based clean-up removed the file."""
-    async with state.db.read() as conn:
+    async with db.read() as conn:
         row = (
             await conn.execute(
                 _ARTIFACT, {"execution_id": execution_id, "artifact_id": artifact_id}
             )
         ).one_or_none()
-    root = Path(state.settings.artifacts_dir).resolve()
+    root = Path(settings.artifacts_dir).resolve()
     path = Path(row.path).resolve() if row else None
     if row is None or path is None or not path.is_relative_to(root):
         raise errors.NotFound(f"execution {execution_id} has no artifact {artifact_id}")

@@ -1,0 +1,65 @@
+"""The whole service in one ASGI app: the API, the dashboard and (in `serve`) a dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+
+from testqueue import api, web
+from testqueue.config import Settings
+from testqueue.database import Database, migrate
+from testqueue.dispatcher import Dispatcher
+from testqueue.middleware import BodyLimit
+from testqueue.runners import Registry
+from testqueue.services.accounts import Accounts, Bootstrap
+from testqueue.state import AppState
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    with_worker: bool = True,
+    on_bootstrap: Callable[[Bootstrap], None] | None = None,
+    hasher: PasswordHasher | None = None,
+) -> FastAPI:
+    """The whole HTTP side; with `with_worker`, this process also runs a dispatcher."""
+    db = Database(settings)
+    state = AppState(
+        settings=settings,
+        db=db,
+        registry=registry or Registry(settings),
+        accounts=Accounts(settings, db, hasher),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, settings)
+        bootstrap = await state.accounts.start()
+        if bootstrap is not None and on_bootstrap is not None:
+            on_bootstrap(bootstrap)
+        if with_worker:
+            state.dispatcher = Dispatcher(settings, state.db, state.registry)
+            await state.dispatcher.start()
+        try:
+            yield
+        finally:
+            if state.dispatcher is not None:
+                await state.dispatcher.stop()
+            await state.db.dispose()
+
+    app = FastAPI(
+        title="testqueue",
+        summary="A durable priority queue that runs test executions within a global limit.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.testqueue = state
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    api.mount(app)
+    web.mount(app)
+    return app

@@ -1,0 +1,268 @@
+"""The dispatcher's pass: record what finished and claim what fits, in one transaction.
+
+Finishing and claiming together means a freed slot is refilled in the same
+commit that frees it. The free slots are counted inside the claim's own
+statement, under the claim's lock (`Dialect.claiming`), so two workers can
+never both take the last one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, and_, bindparam, case, func, select
+
+from testqueue.database import Conn, Database
+from testqueue.models import Execution, QueueState, TestCase, utcnow
+from testqueue.queue import dialect, moves
+from testqueue.queue.order import LINE_ORDER, PENDING, RUNNING, line_filter
+from testqueue.queue.progress import save_progress, storable
+from testqueue.queue.status import slots_in_force
+from testqueue.vocabulary import Progress, Result, Status
+
+E = Execution
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run this worker now holds the lease for."""
+
+    id: int
+    test_case_id: int | None
+    attempt: int
+    priority: int
+    base_url: str | None
+    browser: str | None
+    environment: str | None
+    case: Any  # the test case row, or None when it was deleted
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a run this worker held ended, ready to be recorded."""
+
+    id: int
+    attempt: int
+    result: Result | None
+    exit_code: int | None
+    error_message: str | None
+    steps: tuple[int, int, int, int] = (0, 0, 0, 0)  # total, passed, failed, skipped
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Claimer:
+    """Who claims, how much it may take, and the global slots if no admin changed them."""
+
+    worker_id: str
+    default_slots: int
+    lease_ttl_s: float
+    capacity: int
+    tags: frozenset[str] = frozenset()
+
+
+class CaseCache:
+    """Test case rows one worker has read, used again while their `updated_at` is unchanged.
+
+    Each claimed run says when its test case last changed, so a worker reads
+    a test case again only when it changed: one statement fewer between a
+    wake-up and a run's start. This holds because every change of a test
+    case sets `updated_at` (`services.test_cases` is the only writer).
+    """
+
+    def __init__(self, size: int = 1000) -> None:
+        self._size = size
+        self._rows: dict[int, Any] = {}
+
+    def known(self, versions: Mapping[int, datetime]) -> tuple[dict[int, Any], set[int]]:
+        """The kept rows still current, and the ids that must be read."""
+        rows = self._rows
+        stale = {i for i, v in versions.items() if i not in rows or rows[i].updated_at != v}
+        return {i: rows[i] for i in versions if i not in stale}, stale
+
+    def keep(self, rows: Sequence[Any]) -> None:
+        if len(self._rows) + len(rows) > self._size:
+            self._rows.clear()
+        self._rows.update((row.id, row) for row in rows)
+
+
+async def settle(
+    db: Database,
+    claimer: Claimer,
+    finished: Sequence[Finished],
+    want: int,
+    cases: CaseCache | None = None,
+) -> list[Claimed]:
+    """Record finished runs and claim up to `want` more, in one transaction.
+
+    A wake-up with nothing to record takes the claim lock only if a slot
+    looks free and something waits (`_worth_claiming`, on PostgreSQL): many
+    workers woken by one NOTIFY then queue on the lock only when there is work.
+    """
+    if not finished and want <= 0:
+        return []
+    worth = None if finished else _worth_claiming(claimer.default_slots)
+    async with dialect.of(db).claiming(db, worth) as conn:
+        if conn is None:
+            return []
+        if finished:
+            await _record_finished(conn, claimer.worker_id, finished)
+            await save_progress(conn, [f.progress for f in finished if f.progress])
+        claimed = await _claim(db, conn, claimer, want, cases or CaseCache(0)) if want > 0 else []
+        if finished:
+            await dialect.signal(db, conn, f"freed:{claimer.worker_id}")
+    return claimed
+
+
+@functools.cache
+def _worth_claiming(default_slots: int) -> ColumnElement[bool]:
+    """Is the queue running with a free slot and a run waiting?
+
+    Only a hint, read before the claim's lock; the claim counts again under it.
+    """
+    running = select(func.count()).where(RUNNING).scalar_subquery()
+    waiting = select(E.id).where(PENDING).limit(1).exists()
+    slots = slots_in_force(default_slots)
+    return and_(QueueState.id == 1, QueueState.paused.is_(False), running < slots, waiting)
+
+
+_FINISH = moves.move_either(
+    Status.RUNNING,
+    [(E.cancel_requested.is_(True), Status.CANCELLED)],
+    Status.COMPLETED,
+    E.id == bindparam("f_id"),
+    # The attempt guards against a lease lost and the run claimed again meanwhile.
+    E.attempt == bindparam("f_attempt"),
+    E.worker_id == bindparam("f_worker"),
+    result=case((E.cancel_requested, None), else_=bindparam("f_result")),
+    exit_code=bindparam("f_exit_code"),
+    error_message=bindparam("f_error"),
+    completed_at=bindparam("f_now"),
+    lease_expires_at=None,
+    total_steps=bindparam("f_total"),
+    passed_steps=bindparam("f_passed"),
+    failed_steps=bindparam("f_failed"),
+    skipped_steps=bindparam("f_skipped"),
+)
+
+
+async def _record_finished(conn: Conn, worker_id: str, finished: Sequence[Finished]) -> None:
+    now = utcnow()
+    await conn.execute(
+        _FINISH,
+        [
+            {
+                "f_id": f.id,
+                "f_worker": worker_id,
+                "f_now": now,
+                "f_attempt": f.attempt,
+                "f_result": f.result.value if f.result else None,
+                "f_exit_code": f.exit_code,
+                "f_error": storable(f.error_message),
+                "f_total": f.steps[0],
+                "f_passed": f.steps[1],
+                "f_failed": f.steps[2],
+                "f_skipped": f.steps[3],
+            }
+            for f in finished
+        ],
+    )
+
+
+# The claim's statements are built once: building them costs more than running them.
+_CASES = select(TestCase).where(TestCase.id.in_(bindparam("case_ids", expanding=True)))
+_CASE_VERSION = select(TestCase.updated_at).where(TestCase.id == E.test_case_id).scalar_subquery()
+
+
+def _free_slots() -> Any:
+    """How many to take: 0 while paused, else min(:claim_want, slots - running), not below 0.
+
+    Counted inside the claim's own statement, under the claim's lock: two
+    workers counting first would both see the last free slot.
+    """
+    running = select(func.count()).where(RUNNING).scalar_subquery()
+    slots = slots_in_force(bindparam("claim_slots", type_=Integer))
+    state = (
+        select(QueueState.paused.label("paused"), (slots - running).label("free"))
+        .where(QueueState.id == 1)
+        .subquery()
+    )
+    want = bindparam("claim_want", type_=Integer)
+    amount = case(
+        (state.c.paused, 0),
+        (state.c.free <= 0, 0),
+        (state.c.free < want, state.c.free),
+        else_=want,
+    )
+    return select(amount).scalar_subquery()
+
+
+@functools.cache
+def _take(tags: frozenset[str], dialect_name: str) -> Any:
+    """UPDATE ... WHERE id IN (the first free-slots in line) RETURNING what a run needs."""
+    sql = dialect.named(dialect_name)
+    candidates = select(E.id).where(line_filter(tags)).order_by(*LINE_ORDER).limit(_free_slots())
+    return moves.move(
+        Status.PENDING,
+        Status.RUNNING,
+        sql.among(E.id, sql.skip_locked(candidates)),
+        worker_id=bindparam("claim_worker"),
+        started_at=bindparam("claim_now"),
+        lease_expires_at=bindparam("claim_lease"),
+    ).returning(
+        E.id,
+        E.test_case_id,
+        E.attempt,
+        E.priority,
+        E.queued_at,
+        E.base_url,
+        E.browser,
+        E.environment,
+        _CASE_VERSION.label("case_version"),
+    )
+
+
+async def _claim(
+    db: Database, conn: Conn, claimer: Claimer, want: int, cases: CaseCache
+) -> list[Claimed]:
+    now = utcnow()
+    params = {
+        "claim_want": want,
+        "claim_slots": claimer.default_slots,
+        "claim_worker": claimer.worker_id,
+        "claim_now": now,
+        "claim_lease": now + timedelta(seconds=claimer.lease_ttl_s),
+    }
+    taken = (await conn.execute(_take(claimer.tags, dialect.of(db).name), params)).all()
+    if not taken:
+        return []
+    rows = await _cases_of(conn, taken, cases)
+    taken = sorted(taken, key=lambda r: (r.priority, r.queued_at, r.id))
+    return [
+        Claimed(
+            id=r.id,
+            test_case_id=r.test_case_id,
+            attempt=r.attempt,
+            priority=r.priority,
+            base_url=r.base_url,
+            browser=r.browser,
+            environment=r.environment,
+            case=rows.get(r.test_case_id),
+        )
+        for r in taken
+    ]
+
+
+async def _cases_of(conn: Conn, taken: Sequence[Any], cases: CaseCache) -> dict[int, Any]:
+    """The test case rows of claimed runs: kept ones while unchanged, the rest read now."""
+    versions = {r.test_case_id: r.case_version for r in taken if r.case_version is not None}
+    found, stale = cases.known(versions)
+    if stale:
+        rows = (await conn.execute(_CASES, {"case_ids": list(stale)})).all()
+        found.update((case.id, case) for case in rows)
+        cases.keep(rows)
+    return found

@@ -1,0 +1,86 @@
+"""The order of the line, the filters that pick the pending and running runs, and the
+statements that count a place in the line (invariants 2 and 7).
+
+The next execution to start is the pending one with the lowest priority
+number; ties go to the earliest `queued_at`, then the lowest id. Every count
+here walks the partial index `ix_executions_line` and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+)
+
+from testqueue.models import Execution
+from testqueue.queue.moves import in_status
+from testqueue.vocabulary import Status
+
+E = Execution
+LINE_ORDER = (E.priority.asc(), E.queued_at.asc(), E.id.asc())
+PENDING = in_status(Status.PENDING)
+RUNNING = in_status(Status.RUNNING)
+
+
+def tags_met(tags: Iterable[str]) -> ColumnElement[bool]:
+    """True where a worker with `tags` has every tag the execution requires.
+
+    Removing each of the worker's tags from the fenced list leaves ',' exactly
+    when nothing required is missing; plain string functions, so both
+    dialects run it the same way.
+    """
+    wanted = sorted({t.strip().lower() for t in tags if t.strip()})
+    if not wanted:
+        return E.required_tags == ""
+    remaining: ColumnElement[Any] = func.replace(E.required_tags, f",{wanted[0]},", ",")
+    for tag in wanted[1:]:
+        remaining = func.replace(remaining, f",{tag},", ",")
+    return or_(E.required_tags == "", remaining == literal(","))
+
+
+def line_filter(tags: Iterable[str] | None = None) -> ColumnElement[bool]:
+    """The pending executions; with `tags`, only those a worker with them may take."""
+    return PENDING if tags is None else and_(PENDING, tags_met(tags))
+
+
+def _same_priority(ahead: bool) -> Any:
+    """Pending runs of this priority ahead of (or behind) this place, as two range counts.
+
+    Two range counts over the line's index rather than one row-value
+    comparison, which SQLite would answer by walking every pending row.
+    """
+    queued_at = bindparam("a_queued_at", type_=DateTime(True))
+    same = E.priority == bindparam("a_priority", type_=Integer)
+    execution_id = bindparam("a_id", type_=Integer)
+    parts = (
+        [E.queued_at < queued_at, and_(E.queued_at == queued_at, E.id < execution_id)]
+        if ahead
+        else [E.queued_at > queued_at, and_(E.queued_at == queued_at, E.id > execution_id)]
+    )
+    counts = [select(func.count()).where(PENDING, same, part).scalar_subquery() for part in parts]
+    return counts[0] + counts[1]
+
+
+def _higher() -> Any:
+    return (
+        select(func.count())
+        .where(PENDING, E.priority < bindparam("a_priority", type_=Integer))
+        .scalar_subquery()
+    )
+
+
+# Each takes a_priority, a_queued_at and a_id: the place being counted from.
+COUNT_AHEAD = select(_higher() + _same_priority(ahead=True))
+SAME_AHEAD = select(_same_priority(ahead=True))
+SAME_BEHIND = select(_same_priority(ahead=False))

@@ -1,0 +1,64 @@
+"""The queue's switches, shared by every process: pause, the global slots, and clear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from testqueue.database import Database
+from testqueue.models import QueueState, utcnow
+from testqueue.queue import dialect, moves
+from testqueue.vocabulary import CANCELLED_BY_CLEAR, Status
+
+
+async def clear(db: Database) -> int:
+    """Cancel every pending execution in one statement; running ones go on (invariant 8)."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            moves.move(
+                Status.PENDING,
+                Status.CANCELLED,
+                completed_at=utcnow(),
+                error_message=CANCELLED_BY_CLEAR,
+            )
+        )
+        await dialect.signal(db, conn)
+    return int(result.rowcount)
+
+
+async def _change_state(db: Database, **values: Any) -> None:
+    """Change the queue's switches for every worker, and wake them to look again."""
+    async with db.write() as conn:
+        await conn.execute(
+            update(QueueState).where(QueueState.id == 1).values(**values, updated_at=utcnow())
+        )
+        await dialect.signal(db, conn)
+    db.wakeups.wake()
+
+
+async def set_paused(db: Database, paused: bool) -> None:
+    """Pause (nothing new starts) or resume the queue for every worker."""
+    await _change_state(db, paused=paused)
+
+
+async def declare_slots(db: Database, slots: int) -> int | None:
+    """A starting worker's MAX_CONCURRENT_EXECUTIONS becomes every process's slots.
+
+    The latest worker to start sets the number, so the global limit is one
+    number even when hosts were started with different ones (an admin's
+    runtime number still wins). Returns the different number it replaced.
+    """
+    async with db.read() as conn:
+        before = (
+            await conn.execute(select(QueueState.configured_slots).where(QueueState.id == 1))
+        ).scalar_one_or_none()
+    if before == slots:
+        return None
+    await _change_state(db, configured_slots=slots)
+    return before
+
+
+async def set_max_concurrent(db: Database, slots: int | None) -> None:
+    """Change the global number of slots at runtime; None returns to what workers started with."""
+    await _change_state(db, max_concurrent=slots)

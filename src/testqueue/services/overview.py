@@ -1,0 +1,101 @@
+"""The queue as people read it: status with positions and reasons, statistics, workers,
+and the switches an admin flips."""
+
+from __future__ import annotations
+
+from testqueue import queue
+from testqueue.config import Settings
+from testqueue.database import Database
+from testqueue.queue import status as queue_status
+from testqueue.schemas import (
+    ActiveItem,
+    QueuedItem,
+    QueueSettingsPublic,
+    QueueStatistics,
+    QueueStatus,
+    WorkerPublic,
+)
+from testqueue.services.accounts import Actor
+from testqueue.vocabulary import Status
+
+
+async def read_status(db: Database, settings: Settings, limit: int, offset: int) -> QueueStatus:
+    """What runs and what waits, in order, with exact counts; the line is paginated."""
+    snap = await queue_status.snapshot(
+        db, settings.max_concurrent_executions, settings.lease_ttl, limit, offset
+    )
+    return QueueStatus(
+        active_count=snap.active_count,
+        queued_count=snap.queued_count,
+        max_concurrent=snap.max_concurrent,
+        is_under_limit=snap.active_count < snap.max_concurrent,
+        paused=snap.paused,
+        limit=limit,
+        offset=offset,
+        queue=[QueuedItem.model_validate(row) for row in snap.queue],
+        active=[ActiveItem.model_validate(row) for row in snap.active],
+    )
+
+
+async def statistics(db: Database, settings: Settings) -> QueueStatistics:
+    """The dispatcher's switches and the counts of every status and result."""
+    current = await read_status(db, settings, 0, 0)
+    by_status, results = await queue_status.counts_by(db)
+    workers = await queue_status.workers(db, settings.lease_ttl)
+    live = sum(1 for w in workers if w["live"])
+    return QueueStatistics(
+        is_running=live > 0 and not current.paused,
+        paused=current.paused,
+        max_concurrent=current.max_concurrent,
+        check_interval=settings.queue_check_interval,
+        queue_status=current.model_dump(
+            include={"active_count", "queued_count", "max_concurrent", "is_under_limit"}
+        ),
+        executions_by_status={s.value: by_status.get(s.value, 0) for s in Status},
+        results=results,
+        live_workers=live,
+    )
+
+
+async def workers(db: Database, settings: Settings) -> list[WorkerPublic]:
+    """Workers seen lately: capacity, tags, what each runs, when each was last seen."""
+    rows = await queue_status.workers(db, settings.lease_ttl)
+    return [WorkerPublic.model_validate(row) for row in rows]
+
+
+async def pending_count(db: Database, settings: Settings) -> int:
+    async with db.read() as conn:
+        _slots, _running, pending, _paused = await queue_status.slots_and_counts(
+            conn, settings.max_concurrent_executions
+        )
+    return pending
+
+
+async def read_settings(db: Database, settings: Settings) -> QueueSettingsPublic:
+    """The global slots in force and without an admin's number, and the pause switch."""
+    default = settings.max_concurrent_executions
+    async with db.read() as conn:
+        slots, _running, _pending, paused = await queue_status.slots_and_counts(
+            conn, default, count_pending=False
+        )
+        configured = await queue_status.configured_slots(conn, default)
+    return QueueSettingsPublic(
+        max_concurrent=slots, max_concurrent_default=configured, paused=paused
+    )
+
+
+async def clear(db: Database, actor: Actor) -> int:
+    """Cancel every pending execution (admins only); returns how many."""
+    actor.require_admin()
+    return await queue.clear(db)
+
+
+async def set_paused(db: Database, actor: Actor, paused: bool) -> None:
+    actor.require_admin()
+    await queue.set_paused(db, paused)
+
+
+async def set_slots(db: Database, actor: Actor, slots: int | None) -> None:
+    """The global slots at runtime (admins only); None returns to MAX_CONCURRENT_EXECUTIONS."""
+    actor.require_admin()
+    await queue.set_max_concurrent(db, slots)

@@ -1,0 +1,224 @@
+"""The words testqueue is built from: statuses, results, priorities, bounds, moves, records.
+
+This module imports nothing of testqueue's own, so every layer (models, queue,
+runners, services, API, dashboard, CLI) takes these names from here and no
+rule is written twice. Parsers here raise `ValueError` with a message for
+people; each boundary turns that into its own kind of refusal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    PENDING = "pending"  # in the queue, waiting for a slot
+    RUNNING = "running"  # claimed; its worker renews the lease
+    COMPLETED = "completed"  # finished; `result` says how
+    CANCELLED = "cancelled"  # withdrawn before or during the run
+
+
+class Result(StrEnum):
+    PASS = "pass"  # the test's own check passed
+    FAIL = "fail"  # the test's own check failed (e.g. non-zero exit)
+    ERROR = "error"  # it could not run: bad spec, runner crash, worker lost too often
+    TIMEOUT = "timeout"  # killed at its deadline
+
+
+# Every move an execution may make. `queue.moves` builds each UPDATE from this
+# table, so a move that is not here cannot be written.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
+    # back to PENDING: recovery of a lost worker, or a clean hand-back at shutdown
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.CANCELLED, Status.PENDING}),
+    Status.COMPLETED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+FINAL_STATUSES = frozenset(status for status, moves in TRANSITIONS.items() if not moves)
+
+
+def may_move(source: Status, target: Status) -> bool:
+    """Whether an execution in `source` may move to `target`."""
+    return target in TRANSITIONS[source]
+
+
+# Why an execution ended without a result, as it says in `error_message`.
+CANCELLED_PENDING = "cancelled while pending"
+CANCELLED_RUNNING = "cancelled while running"
+CANCELLED_LOST = "cancelled; its worker stopped before it could confirm"
+CANCELLED_BY_CLEAR = "removed when the queue was cleared"
+CANCELLED_CASE_DELETED = "its test case was deleted"
+
+# -- accounts and test cases -------------------------------------------------------------
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class RunnerKind(StrEnum):
+    COMMAND = "command"
+    BROWSER = "browser"
+
+
+class TestType(StrEnum):
+    E2E = "e2e"
+    API = "api"
+    UNIT = "unit"
+    INTEGRATION = "integration"
+
+
+# -- priorities --------------------------------------------------------------------------
+
+HIGHEST_PRIORITY = 1
+LOWEST_PRIORITY = 10
+DEFAULT_PRIORITY = 5
+
+
+class PriorityWord(StrEnum):
+    """A test case's priority, in words; a run takes the number it stands for."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+PRIORITY_WORDS: dict[str, int] = {
+    PriorityWord.HIGH.value: HIGHEST_PRIORITY,
+    PriorityWord.MEDIUM.value: DEFAULT_PRIORITY,
+    PriorityWord.LOW.value: LOWEST_PRIORITY,
+}
+PRIORITY_HELP = (
+    f"{HIGHEST_PRIORITY}..{LOWEST_PRIORITY} ({HIGHEST_PRIORITY} = highest) "
+    f"or one of {', '.join(PRIORITY_WORDS)}"
+)
+
+
+def priority_word(priority: int) -> str | None:
+    """The word a priority number stands for, if any (5 -> 'medium')."""
+    for word, number in PRIORITY_WORDS.items():
+        if number == priority:
+            return word
+    return None
+
+
+def parse_priority(value: object, *, digits_in_text: bool = True) -> int:
+    """A run's priority from a number or a word; `ValueError` says what is accepted.
+
+    Form fields and command lines are text, so digits in text count there;
+    JSON says what is a number, so the API passes `digits_in_text=False`.
+    """
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in PRIORITY_WORDS:
+            return PRIORITY_WORDS[word]
+        if not (digits_in_text and _WHOLE.fullmatch(word)):
+            raise ValueError(f"priority must be {PRIORITY_HELP}")
+        value = int(word)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"priority must be a number {PRIORITY_HELP}")
+    if not HIGHEST_PRIORITY <= value <= LOWEST_PRIORITY:
+        raise ValueError(f"priority {value} is out of range: it must be {PRIORITY_HELP}")
+    return value
+
+
+# -- numbers and bounds ------------------------------------------------------------------
+
+# Ids held in INTEGER columns (test cases, users, artifacts) and in BIGINT ones
+# (executions), and the largest OFFSET: past these a number cannot be bound to
+# a query at all, so it is refused as input instead of failing in the database.
+MAX_INT_ID = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
+MAX_EXECUTION_ID = MAX_BIGINT
+MAX_SLOTS = 1000
+
+# ASCII digits only: str.isdigit() also takes superscripts, and int() the digits of
+# other scripts.
+_WHOLE = re.compile(r"-?[0-9]{1,19}")
+
+
+def parse_whole(text: str, low: int, high: int, label: str = "the number") -> int:
+    """A whole number written in ASCII digits within `low..high`; `ValueError` otherwise."""
+    raw = text.strip()
+    if not _WHOLE.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ValueError(f"{label} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def parse_id(text: str, high: int = MAX_INT_ID) -> int | None:
+    """A row id as given in a query or form field, or None when it is not one."""
+    try:
+        return parse_whole(text, 1, high)
+    except ValueError:
+        return None
+
+
+# -- worker tags -------------------------------------------------------------------------
+
+TAG_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MAX_TAG_CHARS = 40
+MAX_TAGS_CHARS = 500  # the fenced form fits a VARCHAR(500)
+
+
+def encode_tags(tags: Iterable[str]) -> str:
+    """Tags as stored, for executions and workers alike: sorted, lower case, comma-fenced
+    (`,browser,linux,`), or '' for none."""
+    clean = sorted({tag.strip().lower() for tag in tags if tag.strip()})
+    return f",{','.join(clean)}," if clean else ""
+
+
+def decode_tags(stored: str) -> list[str]:
+    return [tag for tag in stored.split(",") if tag]
+
+
+# -- what a runner reports ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step of a test did."""
+
+    number: int
+    action: str
+    result: str  # pass | fail | error | skip
+    description: str = ""
+    duration_ms: float = 0.0
+    error_message: str | None = None
+    screenshot: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """A file a run left behind (a screenshot, a trace), under the artifacts folder."""
+
+    kind: str  # screenshot | trace | file
+    name: str
+    path: Path
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. `result` is None when the run was cancelled."""
+
+    result: Result | None
+    exit_code: int | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run reported since it was last saved; None fields are unchanged."""
+
+    execution_id: int
+    log: str | None = None
+    cut_bytes: int = 0
+    steps: Sequence[StepRecord] | None = None
+    artifacts: Sequence[ArtifactRecord] = ()
