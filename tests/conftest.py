@@ -8,9 +8,12 @@ the suite fails rather than skips without it, so CI cannot pass on SQLite alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +116,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "log_format": "text",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -191,6 +194,35 @@ class Api:
         response = await self.client.get(f"/api/v1{path}", headers=headers or self.admin)
         assert response.status_code == 200, response.text
         return response.json()
+
+    @contextlib.asynccontextmanager
+    async def dashboard(
+        self, username: str = "admin", password: str = ADMIN_PASSWORD
+    ) -> AsyncIterator[Browser]:
+        """A client of the dashboard on this app, signed in with a session cookie."""
+        transport = ASGITransport(app=self.app)
+        async with AsyncClient(transport=transport, base_url="http://testqueue") as client:
+            form = await client.get("/signin")
+            nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert nonce is not None, form.text
+            fields = {"username": username, "password": password, "csrf": nonce[1]}
+            signed_in = await client.post("/signin", data=fields)
+            assert signed_in.status_code == 303, signed_in.text
+            page = await client.get("/tests")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None, page.text
+            yield Browser(client, csrf[1])
+
+
+@dataclass(frozen=True)
+class Browser:
+    """A signed-in dashboard client and the CSRF token its forms carry."""
+
+    client: AsyncClient
+    csrf: str
+
+    async def post(self, path: str, **fields: str) -> Any:
+        return await self.client.post(path, data={"csrf": self.csrf, **fields})
 
 
 async def start_api(

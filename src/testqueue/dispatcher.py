@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
 
 from testqueue import artifacts, errors, queue
 from testqueue.config import Settings, worker_identity
@@ -252,7 +251,7 @@ class Dispatcher:
             return Outcome(Result.ERROR, error_message=f"the runner crashed: {exc!r}")
 
     def _spec(self, claimed: queue.Claimed) -> RunSpec:
-        case: Any = claimed.case
+        case = claimed.case
         if case is None:
             raise errors.RunnerError("its test case was deleted before it could run")
         return RunSpec(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from waiting import pid_alive
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     serve = Server(tmp_path, database_url, max_concurrent_executions=2)
     yield serve
     serve.stop()

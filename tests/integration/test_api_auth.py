@@ -68,7 +68,8 @@ async def test_an_unknown_name_costs_a_password_check_like_a_known_one(
     class Counting(PasswordHasher):
         def verify(self, encoded: str | bytes, password: str | bytes) -> Literal[True]:
             checked.append(str(password))
-            return hasher.verify(encoded, password)
+            verified: Literal[True] = hasher.verify(encoded, password)
+            return verified
 
     monkeypatch.setattr(accounts, "hasher", Counting(time_cost=1, memory_cost=1024))
     for username in ("admin", "nobody"):

@@ -82,7 +82,7 @@ async def test_priority_words_numbers_and_the_test_case_default(api_only: Any) -
     medium = await api.command_test(["true"])
     high = await api.command_test(["true"], priority="high")
     low = await api.command_test(["true"], priority="low")
-    asked = [
+    asked: list[tuple[int, dict[str, Any], int]] = [
         (medium, {"priority": "high"}, 1),
         (medium, {"priority": "Medium"}, 5),
         (medium, {"priority": "low"}, 10),

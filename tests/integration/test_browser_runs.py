@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from browser_pages import Pages, serve_pages
 
+from conftest import Api
 from waiting import until
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +29,9 @@ SIGN_IN: list[dict[str, Any]] = [
 ]
 
 
-async def _browser_test(api, steps: list[dict[str, Any]], headers=None) -> int:  # type: ignore[no-untyped-def]
+async def _browser_test(
+    api: Api, steps: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> int:
     response = await api.client.post(
         "/api/v1/tests",
         json={"title": "sign in", "runner": "browser", "steps": steps},
@@ -38,7 +41,7 @@ async def _browser_test(api, steps: list[dict[str, Any]], headers=None) -> int: 
     return int(response.json()["id"])
 
 
-async def _finished(api, execution_id: int) -> Any:  # type: ignore[no-untyped-def]
+async def _finished(api: Api, execution_id: int) -> Any:
     return await until(
         lambda: api.get(f"/executions/{execution_id}"),
         lambda d: d["status"] in ("completed", "cancelled"),
@@ -46,7 +49,7 @@ async def _finished(api, execution_id: int) -> Any:  # type: ignore[no-untyped-d
     )
 
 
-async def test_a_member_runs_a_passing_browser_test(api, pages: Pages) -> None:  # type: ignore[no-untyped-def]
+async def test_a_member_runs_a_passing_browser_test(api: Api, pages: Pages) -> None:
     member = await api.member("tess")
     test_id = await _browser_test(api, SIGN_IN, headers=member)
     run = await api.run(test_id, member, base_url=pages.base_url, browser="chromium")
@@ -60,7 +63,7 @@ async def test_a_member_runs_a_passing_browser_test(api, pages: Pages) -> None: 
     assert "console log: login page ready" in log
 
 
-async def test_a_failing_step_is_recorded_and_its_screenshot_served(api, pages: Pages) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failing_step_is_recorded_and_its_screenshot_served(api: Api, pages: Pages) -> None:
     steps = [*SIGN_IN[:2], {**SIGN_IN[2], "value": "wrong"}, *SIGN_IN[3:]]
     steps[4] = {**steps[4], "timeout_ms": 500}
     steps.append({"action": "screenshot", "name": "after"})
@@ -92,7 +95,7 @@ async def test_a_failing_step_is_recorded_and_its_screenshot_served(api, pages: 
     assert (await api.client.get(shot["url"], headers=api.admin)).status_code == 404
 
 
-async def test_bad_steps_are_refused_naming_the_step(api) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_steps_are_refused_naming_the_step(api: Api) -> None:
     response = await api.client.post(
         "/api/v1/tests",
         json={
@@ -108,7 +111,9 @@ async def test_bad_steps_are_refused_naming_the_step(api) -> None:  # type: igno
     assert (await api.get("/tests"))["total"] == 0
 
 
-async def test_an_unknown_browser_is_an_error_that_says_what_there_is(api, pages: Pages) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unknown_browser_is_an_error_that_says_what_there_is(
+    api: Api, pages: Pages
+) -> None:
     test_id = await _browser_test(api, SIGN_IN)
     run = await api.run(test_id, base_url=pages.base_url, browser="firefox")
     detail = await _finished(api, run["id"])

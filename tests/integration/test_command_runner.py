@@ -10,8 +10,9 @@ import pytest
 
 from conftest import make_settings, spec_for
 from testqueue.recorder import RunRecord
+from testqueue.runners.base import RunSpec
 from testqueue.runners.command import CommandRunner
-from testqueue.vocabulary import Result
+from testqueue.vocabulary import Outcome, Result
 from waiting import file_appears, pid_alive, until
 
 
@@ -21,8 +22,11 @@ def runner(tmp_path: Path) -> CommandRunner:
 
 
 async def _run(
-    runner: CommandRunner, spec, timeout: float = 30.0, cancel: asyncio.Event | None = None
-):  # type: ignore[no-untyped-def]
+    runner: CommandRunner,
+    spec: RunSpec,
+    timeout: float = 30.0,
+    cancel: asyncio.Event | None = None,
+) -> tuple[Outcome, RunRecord]:
     record = RunRecord(spec.execution_id, 1_048_576)
     deadline = asyncio.get_running_loop().time() + timeout
     outcome = await runner.run(
@@ -31,30 +35,34 @@ async def _run(
     return outcome, record
 
 
-async def test_exit_zero_passes_and_output_is_captured(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_exit_zero_passes_and_output_is_captured(
+    runner: CommandRunner, tmp_path: Path
+) -> None:
     outcome, record = await _run(runner, spec_for(["sh", "-c", "echo out; echo err >&2"]))
     assert outcome.result == Result.PASS
     assert outcome.exit_code == 0
     assert record.text() == "out\nerr\n"
 
 
-async def test_non_zero_exit_fails_with_the_code(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_non_zero_exit_fails_with_the_code(runner: CommandRunner, tmp_path: Path) -> None:
     outcome, _ = await _run(runner, spec_for(["sh", "-c", "exit 3"]))
     assert outcome.result == Result.FAIL
     assert outcome.exit_code == 3
     assert outcome.error_message == "exited with code 3"
 
 
-async def test_a_command_that_cannot_start_is_an_error(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_command_that_cannot_start_is_an_error(
+    runner: CommandRunner, tmp_path: Path
+) -> None:
     outcome, _ = await _run(runner, spec_for(["/no/such/program", "x"]))
     assert outcome.result == Result.ERROR
     assert "cannot start '/no/such/program'" in (outcome.error_message or "")
 
 
 async def test_environment_has_the_context_and_no_secrets(
-    runner,
+    runner: CommandRunner,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://secret@db/prod")
     monkeypatch.setenv("SECRET_KEY", "do-not-leak")
@@ -83,7 +91,9 @@ while :; do sleep 0.1; done
 """
 
 
-async def test_timeout_kills_a_tree_that_ignores_term(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_timeout_kills_a_tree_that_ignores_term(
+    runner: CommandRunner, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "child.pid"
     spec = spec_for(["sh", "-c", IGNORES_TERM, "tree", str(pid_file)], timeout_s=1.5)
     begin = time.monotonic()
@@ -96,7 +106,9 @@ async def test_timeout_kills_a_tree_that_ignores_term(runner, tmp_path: Path) ->
     assert not pid_alive(child), "the grandchild that ignores TERM was killed too"
 
 
-async def test_cancel_stops_a_running_command_within_a_second(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_cancel_stops_a_running_command_within_a_second(
+    runner: CommandRunner, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "child.pid"
     spec = spec_for(["sh", "-c", IGNORES_TERM, "tree", str(pid_file)])
     cancel = asyncio.Event()
@@ -128,8 +140,8 @@ async def test_output_is_capped_keeping_head_and_tail(tmp_path: Path) -> None:
 
 
 async def test_background_leftovers_are_stopped_when_the_command_exits(
-    runner,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    runner: CommandRunner,
+    tmp_path: Path,
 ) -> None:
     pid_file = tmp_path / "bg.pid"
     script = f"sleep 60 & echo $! > {pid_file}; echo started"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import STAND_IN
+from conftest import STAND_IN, Api
 from testqueue import queue
 from testqueue.vocabulary import Progress, Result, StepRecord
 from waiting import until
@@ -15,7 +15,7 @@ def _gated(gate: Path, before: str = "echo first") -> list[str]:
     return ["sh", "-c", f'{before}; while [ ! -e "{gate}" ]; do sleep 0.02; done; echo last']
 
 
-async def test_log_is_readable_while_the_run_goes_on(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_log_is_readable_while_the_run_goes_on(api: Api, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     test_id = await api.command_test(_gated(gate))
     execution_id = (await api.run(test_id))["id"]
@@ -37,8 +37,8 @@ async def test_log_is_readable_while_the_run_goes_on(api, tmp_path: Path) -> Non
 
 
 async def test_cancel_of_a_running_command_answers_cancelled_within_a_second(
-    api,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    api: Api,
+    tmp_path: Path,
 ) -> None:
     test_id = await api.command_test(
         ["sh", "-c", "trap '' TERM; echo up; while :; do sleep 0.05; done"]
@@ -61,7 +61,7 @@ async def test_cancel_of_a_running_command_answers_cancelled_within_a_second(
     assert (await api.get("/executions/queue/status"))["active_count"] == 0
 
 
-async def test_timeout_of_a_command_is_recorded(api) -> None:  # type: ignore[no-untyped-def]
+async def test_timeout_of_a_command_is_recorded(api: Api) -> None:
     test_id = await api.command_test(["sleep", "30"], timeout_seconds=0.5)
     execution_id = (await api.run(test_id))["id"]
     detail = await until(
@@ -72,7 +72,7 @@ async def test_timeout_of_a_command_is_recorded(api) -> None:  # type: ignore[no
     assert detail["run_seconds"] < 3
 
 
-async def test_an_unknown_runner_kind_is_refused_when_saved(api) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unknown_runner_kind_is_refused_when_saved(api: Api) -> None:
     response = await api.client.post(
         "/api/v1/tests",
         json={"title": "unknown kind", "runner": "nonesuch"},
@@ -82,7 +82,7 @@ async def test_an_unknown_runner_kind_is_refused_when_saved(api) -> None:  # typ
     assert "runner 'nonesuch' is unknown" in response.json()["detail"]
 
 
-async def test_a_run_after_an_edit_runs_the_edited_command(api) -> None:  # type: ignore[no-untyped-def]
+async def test_a_run_after_an_edit_runs_the_edited_command(api: Api) -> None:
     test_id = await api.command_test(["echo", "before"])
 
     async def run_log() -> str:
@@ -102,7 +102,7 @@ async def test_a_run_after_an_edit_runs_the_edited_command(api) -> None:  # type
 
 
 async def test_claims_carry_their_test_cases_when_the_kept_ones_are_dropped(
-    api_only,  # type: ignore[no-untyped-def]
+    api_only: Api,
 ) -> None:
     """A claim that reads one test case anew and keeps another must hand out both."""
     cases = queue.CaseCache(size=1)
@@ -121,7 +121,7 @@ async def test_claims_carry_their_test_cases_when_the_kept_ones_are_dropped(
     ]
 
 
-async def test_output_with_nul_bytes_is_saved_and_the_run_ends(api) -> None:  # type: ignore[no-untyped-def]
+async def test_output_with_nul_bytes_is_saved_and_the_run_ends(api: Api) -> None:
     """PostgreSQL text cannot hold NUL: the log keeps a replacement character instead."""
     test_id = await api.command_test(["printf", "a\\000b\\n"])
     execution_id = (await api.run(test_id))["id"]
@@ -133,7 +133,7 @@ async def test_output_with_nul_bytes_is_saved_and_the_run_ends(api) -> None:  # 
     assert response.text == "a\N{REPLACEMENT CHARACTER}b\n"
 
 
-async def test_nul_in_step_and_error_messages_is_stored_too(api_only) -> None:  # type: ignore[no-untyped-def]
+async def test_nul_in_step_and_error_messages_is_stored_too(api_only: Api) -> None:
     """The same guard covers every text a run reports, not only its log."""
     db = api_only.state.db
     await api_only.run(await api_only.command_test(["true"]))

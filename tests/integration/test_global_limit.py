@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+from conftest import Api
 from gates import GateRunner, with_gate
 from spans import max_overlap
+from testqueue.config import Settings
 from testqueue.database import Database
 from testqueue.dispatcher import Dispatcher
 from testqueue.runners import Registry
@@ -27,9 +29,9 @@ async def _running_now(db: Database) -> int:
 
 
 async def test_limit_holds_under_concurrent_enqueues_and_completions(
-    api,
-    settings,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    api: Api,
+    settings: Settings,
+    gate: GateRunner,
 ) -> None:
     fast = settings.model_copy(update={"queue_check_interval": 0.05})
     others = []

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from pathlib import Path
 
 from alembic import command
 from sqlalchemy import select
 
+from conftest import Api
 from gates import GateRunner
 from testqueue import queue
+from testqueue.config import Settings
 from testqueue.database import alembic_config
 from testqueue.dispatcher import Dispatcher
 from testqueue.models import Execution, LineCount
+from testqueue.runners import Registry
 from testqueue.vocabulary import Result
 
 
-async def test_eight_runs_five_slots_fill_at_once(api, gate: GateRunner) -> None:  # type: ignore[no-untyped-def]
+async def test_eight_runs_five_slots_fill_at_once(api: Api, gate: GateRunner) -> None:
     test_id = await api.gate_test()
     ids = [(await api.run(test_id))["id"] for _ in range(8)]
     await gate.wait_started(5)
@@ -34,15 +38,15 @@ async def test_eight_runs_five_slots_fill_at_once(api, gate: GateRunner) -> None
     assert gate.max_running == 5
 
 
-async def _statuses(api, ids: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
+async def _statuses(api: Api, ids: list[int]) -> list[str]:
     return [(await api.get(f"/executions/{i}"))["status"] for i in ids]
 
 
 async def test_strict_order_across_priorities_and_fifo_within(
-    api_only,
-    settings,
-    registry,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    api_only: Api,
+    settings: Settings,
+    registry: Registry,
+    gate: GateRunner,
 ) -> None:
     test_id = await api_only.gate_test()
     priorities = [5, 1, 10, 1, 5, 3, "high", "low", 5]
@@ -69,7 +73,7 @@ async def test_strict_order_across_priorities_and_fifo_within(
     assert gate.max_running == 1
 
 
-async def test_positions_follow_priority_change_and_cancel(api_only) -> None:  # type: ignore[no-untyped-def]
+async def test_positions_follow_priority_change_and_cancel(api_only: Api) -> None:
     test_id = await api_only.gate_test()
     ids = [(await api_only.run(test_id))["id"] for _ in range(5)]
     assert [(await api_only.get(f"/executions/{i}"))["queue_position"] for i in ids] == [
@@ -103,7 +107,7 @@ async def test_positions_follow_priority_change_and_cancel(api_only) -> None:  #
     assert (await api_only.get(f"/executions/{ids[0]}"))["queue_position"] is None
 
 
-async def test_paused_queue_claims_nothing_and_says_why(api_only) -> None:  # type: ignore[no-untyped-def]
+async def test_paused_queue_claims_nothing_and_says_why(api_only: Api) -> None:
     test_id = await api_only.gate_test()
     response = await api_only.client.post("/api/v1/executions/queue/pause", headers=api_only.admin)
     assert response.json()["paused"] is True
@@ -119,7 +123,7 @@ async def test_paused_queue_claims_nothing_and_says_why(api_only) -> None:  # ty
     assert [c.id for c in claimed] == [execution_id]
 
 
-async def test_slots_change_at_runtime(api, gate: GateRunner) -> None:  # type: ignore[no-untyped-def]
+async def test_slots_change_at_runtime(api: Api, gate: GateRunner) -> None:
     test_id = await api.gate_test()
     response = await api.client.post(
         "/api/v1/executions/bulk", json={"test_case_ids": [test_id] * 10}, headers=api.admin
@@ -147,10 +151,10 @@ async def test_slots_change_at_runtime(api, gate: GateRunner) -> None:  # type: 
 
 
 async def test_workers_started_with_other_slots_share_the_latest_one(
-    api_only,
-    settings,
-    registry,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    api_only: Api,
+    settings: Settings,
+    registry: Registry,
+    gate: GateRunner,
 ) -> None:
     """Hosts started with different MAX_CONCURRENT_EXECUTIONS still share one global limit."""
     api = api_only
@@ -202,7 +206,7 @@ async def test_workers_started_with_other_slots_share_the_latest_one(
         await three.stop(grace_s=0)
 
 
-async def _check_positions(api) -> None:  # type: ignore[no-untyped-def]
+async def _check_positions(api: Api) -> None:
     """Every pending run's position is its place in (priority, queued_at, id) order."""
     db = api.state.db
     async with db.read() as conn:
@@ -221,7 +225,7 @@ async def _check_positions(api) -> None:  # type: ignore[no-untyped-def]
         assert {p: n for p, n in kept.items() if n} == dict(actual)
 
 
-async def test_positions_stay_exact_through_every_change_of_the_line(api_only) -> None:  # type: ignore[no-untyped-def]
+async def test_positions_stay_exact_through_every_change_of_the_line(api_only: Api) -> None:
     api = api_only
     test_id = await api.gate_test()
     low = await api.gate_test(priority="low")
@@ -260,7 +264,7 @@ async def test_positions_stay_exact_through_every_change_of_the_line(api_only) -
     await _check_positions(api)
 
 
-def test_line_counts_start_from_the_runs_already_pending(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_line_counts_start_from_the_runs_already_pending(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     config = alembic_config(url)
     command.upgrade(config, "0003")

@@ -4,36 +4,42 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from conftest import Api
 from gates import GateRunner
 from testqueue import queue
+from testqueue.config import Settings
 from testqueue.dispatcher import Dispatcher
+from testqueue.runners import Registry
 from waiting import until
 
 GHOST_LEASE_S = 0.3
 
 
-async def _enqueue(api, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+async def _enqueue(api: Api, count: int) -> list[int]:
     test_id = await api.gate_test()
     return [(await api.run(test_id))["id"] for _ in range(count)]
 
 
-async def _ghost_claims(api, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+async def _ghost_claims(api: Api, count: int) -> list[int]:
     """A worker that claims and then never beats again, as if killed."""
     ghost = queue.Claimer("ghost:1", default_slots=5, lease_ttl_s=GHOST_LEASE_S, capacity=count)
     return [c.id for c in await queue.settle(api.state.db, ghost, [], count)]
 
 
-async def _recover(api, max_attempts: int) -> int:  # type: ignore[no-untyped-def]
+async def _recover(api: Api, max_attempts: int) -> int:
     """One heartbeat of a worker holding nothing: how many lost runs it recovered."""
     probe = queue.Claimer("probe", default_slots=5, lease_ttl_s=5, capacity=0)
     return (await queue.heartbeat(api.state.db, probe, [], max_attempts)).recovered
 
 
 @pytest.fixture
-async def dispatcher(api_only, settings, registry, gate) -> AsyncIterator[Dispatcher]:  # type: ignore[no-untyped-def]
+async def dispatcher(
+    api_only: Api, settings: Settings, registry: Registry, gate: GateRunner
+) -> AsyncIterator[Dispatcher]:
     two_slots = settings.model_copy(update={"max_concurrent_executions": 2, "max_attempts": 2})
     running = Dispatcher(two_slots, api_only.state.db, registry, worker_id="live")
     yield running
@@ -41,9 +47,9 @@ async def dispatcher(api_only, settings, registry, gate) -> AsyncIterator[Dispat
 
 
 async def test_lost_run_goes_back_to_its_place_with_attempt_plus_one(
-    api_only,
+    api_only: Api,
     dispatcher: Dispatcher,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    gate: GateRunner,
 ) -> None:
     first, second, third = await _enqueue(api_only, 3)
     assert await _ghost_claims(api_only, 1) == [first]
@@ -72,7 +78,7 @@ async def test_lost_run_goes_back_to_its_place_with_attempt_plus_one(
     assert completed["error_message"] is None
 
 
-async def test_run_lost_max_attempts_times_ends_in_error(api_only) -> None:  # type: ignore[no-untyped-def]
+async def test_run_lost_max_attempts_times_ends_in_error(api_only: Api) -> None:
     (only,) = await _enqueue(api_only, 1)
 
     async def recover() -> int:
@@ -91,8 +97,8 @@ async def test_run_lost_max_attempts_times_ends_in_error(api_only) -> None:  # t
 
 
 async def test_cancel_asked_while_the_worker_is_gone_ends_cancelled(
-    api_only,
-    dispatcher: Dispatcher,  # type: ignore[no-untyped-def]
+    api_only: Api,
+    dispatcher: Dispatcher,
 ) -> None:
     (only,) = await _enqueue(api_only, 1)
     await _ghost_claims(api_only, 1)
@@ -108,10 +114,10 @@ async def test_cancel_asked_while_the_worker_is_gone_ends_cancelled(
 
 
 async def test_a_claim_its_worker_never_heard_of_is_recovered_after_the_lease(
-    api_only,
-    settings,
-    registry,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    api_only: Api,
+    settings: Settings,
+    registry: Registry,
+    gate: GateRunner,
 ) -> None:
     """As when a claim's COMMIT succeeded but its answer was lost: the worker's
     heartbeats renew only the runs it knows it holds, so this one comes back."""
@@ -133,10 +139,10 @@ async def test_a_claim_its_worker_never_heard_of_is_recovered_after_the_lease(
 
 
 async def test_a_run_its_worker_claims_again_while_it_runs_goes_on_as_one(
-    api_only,
-    settings,
-    registry,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    api_only: Api,
+    settings: Settings,
+    registry: Registry,
+    gate: GateRunner,
 ) -> None:
     """Heartbeats held up past the lease: the run is recovered and this same worker
     claims it again while its first copy still runs; no second copy starts."""
@@ -168,18 +174,18 @@ async def test_a_run_its_worker_claims_again_while_it_runs_goes_on_as_one(
 
 
 async def test_a_run_claimed_while_the_worker_stops_is_stopped_and_given_back(
-    api_only,
-    settings,
-    registry,
+    api_only: Api,
+    settings: Settings,
+    registry: Registry,
     gate: GateRunner,
-    monkeypatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db = api_only.state.db
     claimed_one = asyncio.Event()
     hold = asyncio.Event()
     settle = queue.settle
 
-    async def slow_settle(*args, **kwargs):  # type: ignore[no-untyped-def]
+    async def slow_settle(*args: Any, **kwargs: Any) -> list[queue.Claimed]:
         claimed = await settle(*args, **kwargs)
         if claimed:
             claimed_one.set()

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
+from conftest import Api
 from gates import GateRunner
+from testqueue.config import Settings
 from testqueue.dispatcher import Dispatcher
+from testqueue.models import Worker
 from testqueue.runners import Registry
+from testqueue.vocabulary import encode_tags
 
 
-async def _tagged(api, tags: list[str]) -> int:  # type: ignore[no-untyped-def]
+async def _tagged(api: Api, tags: list[str]) -> int:
     test_id = await api.gate_test(f"needs {tags}", required_tags=tags)
     assert (await api.get(f"/tests/{test_id}"))["required_tags"] == sorted(tags)
     return test_id
 
 
 async def test_only_a_worker_with_every_tag_claims_and_the_rest_wait_saying_why(
-    api_only,
-    settings,
+    api_only: Api,
+    settings: Settings,
     registry: Registry,
-    gate: GateRunner,  # type: ignore[no-untyped-def]
+    gate: GateRunner,
 ) -> None:
     gpu = await _tagged(api_only, ["gpu", "linux"])
     linux = await _tagged(api_only, ["linux"])
@@ -48,6 +54,10 @@ async def test_only_a_worker_with_every_tag_claims_and_the_rest_wait_saying_why(
             workers = {w["id"]: w for w in await api_only.get("/executions/queue/workers")}
             assert workers["gpu-box"]["running"] == [waits_for_gpu]
             assert workers["gpu-box"]["tags"] == ["gpu", "linux"]
+            async with api_only.state.db.read() as conn:
+                stored = await conn.execute(select(Worker.id, Worker.tags))
+                # One encoding for the tags of executions and of workers.
+                assert dict(stored.all())["gpu-box"] == encode_tags(["linux", "gpu"])
             assert workers["linux-box"]["live"] is True
         finally:
             gate.open_all.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -11,7 +13,7 @@ from testqueue.config import Settings
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DATABASE_URL", "MAX_CONCURRENT_EXECUTIONS", "QUEUE_CHECK_INTERVAL"):
         monkeypatch.delenv(name, raising=False)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.database_url == "sqlite:///./testqueue.db"
     assert settings.max_concurrent_executions == 5
     assert settings.queue_check_interval == 2
@@ -27,7 +29,7 @@ def test_environment_names_are_the_seed_system_ones(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("EXECUTION_TIMEOUT", "12.5")
     monkeypatch.setenv("WORKER_TAGS", "linux, browser,,linux")
     monkeypatch.setenv("WORKER_CONCURRENCY", "3")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert not settings.is_sqlite
     assert settings.max_concurrent_executions == 7
     assert settings.execution_timeout == 12.5
@@ -35,11 +37,11 @@ def test_environment_names_are_the_seed_system_ones(monkeypatch: pytest.MonkeyPa
     assert settings.worker_capacity == 3
 
 
-def test_dotenv_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAX_CONCURRENT_EXECUTIONS", raising=False)
     env = tmp_path / ".env"
     env.write_text("MAX_CONCURRENT_EXECUTIONS=9\n")
-    assert Settings(_env_file=env).max_concurrent_executions == 9  # type: ignore[call-arg]
+    assert Settings(_env_file=env).max_concurrent_executions == 9
 
 
 @pytest.mark.parametrize(
@@ -58,5 +60,5 @@ def test_bad_values_are_refused_naming_the_setting(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     assert name.lower() in str(caught.value)

@@ -28,6 +28,19 @@ E = Execution
 
 
 @dataclass(frozen=True)
+class CaseSpec:
+    """What a worker needs of a claimed run's test case."""
+
+    id: int
+    runner: str
+    command: list[str] | None
+    steps: list[Any]
+    test_data: dict[str, Any]
+    timeout_seconds: float | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A run this worker now holds the lease for."""
 
@@ -38,7 +51,7 @@ class Claimed:
     base_url: str | None
     browser: str | None
     environment: str | None
-    case: Any  # the test case row, or None when it was deleted
+    case: CaseSpec | None  # None when the test case was deleted
 
 
 @dataclass(frozen=True)
@@ -76,15 +89,15 @@ class CaseCache:
 
     def __init__(self, size: int = 1000) -> None:
         self._size = size
-        self._rows: dict[int, Any] = {}
+        self._rows: dict[int, CaseSpec] = {}
 
-    def known(self, versions: Mapping[int, datetime]) -> tuple[dict[int, Any], set[int]]:
+    def known(self, versions: Mapping[int, datetime]) -> tuple[dict[int, CaseSpec], set[int]]:
         """The kept rows still current, and the ids that must be read."""
         rows = self._rows
         stale = {i for i, v in versions.items() if i not in rows or rows[i].updated_at != v}
         return {i: rows[i] for i in versions if i not in stale}, stale
 
-    def keep(self, rows: Sequence[Any]) -> None:
+    def keep(self, rows: Sequence[CaseSpec]) -> None:
         if len(self._rows) + len(rows) > self._size:
             self._rows.clear()
         self._rows.update((row.id, row) for row in rows)
@@ -174,7 +187,9 @@ async def _record_finished(conn: Conn, worker_id: str, finished: Sequence[Finish
 
 
 # The claim's statements are built once: building them costs more than running them.
-_CASES = select(TestCase).where(TestCase.id.in_(bindparam("case_ids", expanding=True)))
+_CASES = select(*(TestCase.__table__.c[name] for name in CaseSpec.__dataclass_fields__)).where(
+    TestCase.id.in_(bindparam("case_ids", expanding=True))
+)
 _CASE_VERSION = select(TestCase.updated_at).where(TestCase.id == E.test_case_id).scalar_subquery()
 
 
@@ -257,12 +272,13 @@ async def _claim(
     ]
 
 
-async def _cases_of(conn: Conn, taken: Sequence[Any], cases: CaseCache) -> dict[int, Any]:
-    """The test case rows of claimed runs: kept ones while unchanged, the rest read now."""
+async def _cases_of(conn: Conn, taken: Sequence[Any], cases: CaseCache) -> dict[int, CaseSpec]:
+    """The test cases of claimed runs: kept ones while unchanged, the rest read now."""
     versions = {r.test_case_id: r.case_version for r in taken if r.case_version is not None}
     found, stale = cases.known(versions)
     if stale:
-        rows = (await conn.execute(_CASES, {"case_ids": list(stale)})).all()
-        found.update((case.id, case) for case in rows)
-        cases.keep(rows)
+        rows = await conn.execute(_CASES, {"case_ids": list(stale)})
+        read = [CaseSpec(**row) for row in rows.mappings()]
+        found.update((case.id, case) for case in read)
+        cases.keep(read)
     return found

@@ -1,0 +1,63 @@
+"""The schema: migrations go up and down on both databases, and the models match them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from conftest import POSTGRES_URL
+from testqueue.database import alembic_config, sync_url
+from testqueue.models import Base
+from testqueue.queue.postgres import libpq_dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it, of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"testqueue_migrations_{os.getpid()}"
+    admin = libpq_dsn(make_url(POSTGRES_URL).set(database="postgres").render_as_string(False))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(sync_url(url))
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def _differences(url: str) -> list[object]:
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_up_down_and_up_again_leaves_the_schema_the_models_describe(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "head")
+    assert _tables(empty_database) == set(Base.metadata.tables)
+    command.downgrade(config, "base")
+    assert _tables(empty_database) == set()
+    command.upgrade(config, "head")
+    assert _differences(empty_database) == []
