@@ -486,7 +486,7 @@ def recovery_once(admin_url: str) -> tuple[float, float]:
         case_id = srv.create_case("sleep 30", runner="command", command=SLEEP_COMMAND)
         ids = [srv.run(case_id), srv.run(case_id)]
         wait_for("both runs running", lambda: running_on(srv, ids, doomed.worker_id, 1) == 2, 30)
-        active = srv.api.call("GET", "/executions/queue/active")
+        active = srv.api.call("GET", "/executions/queue/active")["executions"]
         holders = {item["worker_id"] for item in active if item["execution_id"] in ids}
         if holders != {doomed.worker_id}:
             raise BenchError(f"queue/active says {holders}, expected {doomed.worker_id}")

@@ -50,6 +50,7 @@ def create_app(
         finally:
             if state.dispatcher is not None:
                 await state.dispatcher.stop()
+            state.accounts.close()
             await state.db.dispose()
 
     app = FastAPI(

@@ -1,4 +1,4 @@
-"""The `testqueue` command: serve, worker, migrate, user create."""
+"""The `testqueue` command: serve, worker, migrate, and account management."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import getpass
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from pydantic import ValidationError
 
 from testqueue import errors, logs
 from testqueue.config import Settings
-from testqueue.database import Database, migrate
+from testqueue.database import Database, migrate, shown_url, sqlite_path
 from testqueue.runners import Registry
-from testqueue.services.accounts import Accounts, Bootstrap
+from testqueue.services.accounts import CONSOLE, Accounts, Bootstrap
 from testqueue.vocabulary import Role
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ Settings come from the environment and a .env file in the working folder;
 docs/settings.md lists them all. The most used: DATABASE_URL (default
 sqlite:///./testqueue.db), MAX_CONCURRENT_EXECUTIONS (5), EXECUTION_TIMEOUT (300).
 """
+MIN_PASSWORD = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,16 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run executions without the API (WORKER_CONCURRENCY, WORKER_TAGS)"
     )
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")
+    _add_user_commands(commands)
+    return parser
 
-    user = commands.add_parser("user", help="manage accounts")
-    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    create = user_commands.add_parser("create", help="create an account")
+
+def _add_user_commands(commands: Any) -> None:
+    user = commands.add_parser(
+        "user",
+        help="manage accounts",
+        description="Manage accounts in the database DATABASE_URL names. Without DATABASE_URL, "
+        "the default file ./testqueue.db must exist already, unless --create is given.",
+    )
+    user.add_argument(
+        "--create", action="store_true", help="make a new database if there is none yet"
+    )
+    actions = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create an account")
     create.add_argument("username")
     create.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
     create.add_argument(
         "--password", help="the password (asked for when omitted; at least 8 characters)"
     )
-    return parser
+    actions.add_parser("list", help="list every account with its role and state")
+    password = actions.add_parser(
+        "set-password", help="set an account's password; its sessions end"
+    )
+    password.add_argument("username")
+    password.add_argument("--password", help="the new password (asked for when omitted)")
+    disable = actions.add_parser(
+        "disable", help="disable an account: its sessions end and its tokens stop working"
+    )
+    disable.add_argument("username")
+    enable = actions.add_parser("enable", help="enable a disabled account again")
+    enable.add_argument("username")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +114,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         migrate(settings)
         print("database is up to date")
         return 0
-    return create_user(settings, args.username, args.role, args.password)
+    return manage_users(args, settings)
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -143,21 +167,90 @@ async def run_worker(settings: Settings, registry: Registry | None = None) -> No
         await db.dispose()
 
 
-def create_user(settings: Settings, username: str, role: str, password: str | None) -> int:
-    if password is None:
-        password = getpass.getpass(f"password for {username}: ")
-    if len(password) < 8:
-        print("testqueue: the password needs at least 8 characters", file=sys.stderr)
+def manage_users(args: argparse.Namespace, settings: Settings) -> int:
+    """`testqueue user ...`: on the database named, never a new one made by mistake."""
+    refusal = _new_database_refusal(settings, args.create)
+    if refusal:
+        print(f"testqueue: {refusal}", file=sys.stderr)
         return 2
+    print(f"testqueue: using {_shown_url(settings)}", file=sys.stderr)
+    command = args.user_command
+    if command == "list":
+        return _with_accounts(settings, _print_users)
+    if command == "disable" or command == "enable":
+        active = command == "enable"
+        return _with_accounts(settings, lambda a: _set_active(a, args.username, active))
+    password = args.password
+    if password is None:
+        password = getpass.getpass(f"password for {args.username}: ")
+    if len(password) < MIN_PASSWORD:
+        print(f"testqueue: the password needs at least {MIN_PASSWORD} characters", file=sys.stderr)
+        return 2
+    if command == "set-password":
+        return _with_accounts(settings, lambda a: _set_password(a, args.username, password))
+    return _with_accounts(settings, lambda a: _create(a, args.username, Role(args.role), password))
+
+
+def _new_database_refusal(settings: Settings, create: bool) -> str | None:
+    """Why a command should not run here: it would make a new SQLite file nobody asked for."""
+    path = sqlite_path(settings.database_url)
+    explicit = "database_url" in settings.model_fields_set
+    if create or explicit or path is None or path.exists():
+        return None
+    return (
+        f"there is no database at {path.resolve()} (DATABASE_URL is not set, so the default "
+        "file in the working folder is used): run this where `testqueue serve` runs, set "
+        "DATABASE_URL, or pass --create to make a new database"
+    )
+
+
+def _shown_url(settings: Settings) -> str:
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        return f"sqlite:///{path.resolve()}"
+    return shown_url(settings.database_url)
+
+
+def _with_accounts(settings: Settings, work: Callable[[Accounts], Awaitable[int]]) -> int:
     migrate(settings)
 
-    async def create() -> int:
+    async def run() -> int:
         db = Database(settings)
+        accounts = Accounts(settings, db)
         try:
-            return await Accounts(settings, db).create_user(username, password, Role(role))
+            return await work(accounts)
         finally:
+            accounts.close()
             await db.dispose()
 
-    user_id = asyncio.run(create())
+    return asyncio.run(run())
+
+
+async def _print_users(accounts: Accounts) -> int:
+    users = await accounts.list_users()
+    print(f"{'id':>5}  {'username':<24} {'role':<7} {'state':<8} created")
+    for user in users:
+        state = "active" if user.is_active else "disabled"
+        created = f"{user.created_at:%Y-%m-%d}"
+        print(f"{user.id:>5}  {user.username:<24} {user.role:<7} {state:<8} {created}")
+    return 0
+
+
+async def _set_active(accounts: Accounts, username: str, active: bool) -> int:
+    user = await accounts.find_user(username)
+    await accounts.change_account(CONSOLE, user.id, None, active)
+    print(f"{'enabled' if active else 'disabled'} {username!r}")
+    return 0
+
+
+async def _set_password(accounts: Accounts, username: str, password: str) -> int:
+    user = await accounts.find_user(username)
+    await accounts.reset_password(CONSOLE, user.id, password)
+    print(f"password of {username!r} set; its sessions ended")
+    return 0
+
+
+async def _create(accounts: Accounts, username: str, role: Role, password: str) -> int:
+    user_id = await accounts.create_user(username, password, role, CONSOLE)
     print(f"created {role} {username!r} (id {user_id})")
     return 0

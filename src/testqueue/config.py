@@ -5,6 +5,7 @@ Every setting is documented in `docs/settings.md`; keep the two in step.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -43,10 +44,15 @@ class Settings(BaseSettings):
     chromium_path: str | None = None
     browser_recycle_after: int = Field(default=200, ge=1)
     secret_key: SecretStr | None = None
-    access_token_ttl: int = Field(default=12 * 3600, ge=60)
+    access_token_ttl: int = Field(default=12 * 3600, ge=60, le=366 * 24 * 3600)
     testqueue_admin_password: SecretStr | None = None
+    login_max_failures_per_user: int = Field(default=5, ge=1, le=10_000)
+    login_max_failures_per_address: int = Field(default=20, ge=1, le=1_000_000)
+    login_failure_window: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+    login_lockout: float = Field(default=60.0, gt=0, le=24 * 3600)
+    password_hash_threads: int = Field(default=max(1, (os.cpu_count() or 2) // 2), ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -77,6 +83,25 @@ class Settings(BaseSettings):
         return self.worker_concurrency or MAX_SLOTS
 
 
+def host_key() -> str:
+    """Where this process's pid means something: its machine's boot and its PID namespace.
+
+    Two containers may share a hostname (host networking) and still number
+    their processes apart; a pid is only ever judged among workers with the
+    same key.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = socket.gethostname()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{boot}:{namespace}"
+
+
 def worker_identity() -> str:
-    """A stable, unique id for this worker process: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A unique id for this worker process: host, pid, and a digest of its `host_key`."""
+    digest = hashlib.sha256(host_key().encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}:{os.getpid()}:{digest}"

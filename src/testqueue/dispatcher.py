@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 
 from testqueue import artifacts, errors, queue
-from testqueue.config import Settings, worker_identity
+from testqueue.config import Settings, host_key, worker_identity
 from testqueue.database import Database
 from testqueue.queue import dialect
 from testqueue.recorder import RunRecord
@@ -67,6 +67,7 @@ class Dispatcher:
             capacity=settings.worker_capacity,
             tags=frozenset(settings.worker_tags),
         )
+        self._host_key = host_key()
         self._cases = queue.CaseCache()
         self._runs: dict[int, Run] = {}
         self._finished: list[queue.Finished] = []
@@ -94,7 +95,9 @@ class Dispatcher:
                 "uses this one (give every host the same value, or set it at runtime)",
                 extra={"slots": slots, "was": replaced},
             )
-        await queue.register_worker(self._db, self.claimer, socket.gethostname(), os.getpid())
+        await queue.register_worker(
+            self._db, self.claimer, socket.gethostname(), os.getpid(), self._host_key
+        )
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -111,6 +114,12 @@ class Dispatcher:
         grace = self._settings.shutdown_grace if grace_s is None else grace_s
         self._draining = True
         if self._runs:
+            held = ", ".join(f"#{i}" for i in sorted(self._runs))
+            runs = "execution" if len(self._runs) == 1 else "executions"
+            log.info(
+                f"waiting up to {grace:g} s for {len(self._runs)} running {runs}: {held}",
+                extra={"running": sorted(self._runs), "grace_s": grace},
+            )
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=grace)
@@ -139,7 +148,7 @@ class Dispatcher:
         Its leftover test processes are killed first, so a recovered run never
         starts beside its old copy.
         """
-        dead = await queue.dead_workers(self._db, socket.gethostname(), _pid_alive)
+        dead = await queue.dead_workers(self._db, self._host_key, _pid_alive)
         if dead:
             killed = await asyncio.to_thread(sweep_orphans, set(dead))
             recovered = await queue.expire_workers(self._db, dead, self._settings.max_attempts)

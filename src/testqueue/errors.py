@@ -7,6 +7,8 @@
     ├── NotFound              404
     ├── InvalidTransition     409
     ├── InvalidInput          422
+    ├── TooManyRequests       429 (with Retry-After)
+    ├── Unavailable           503 (with Retry-After)
     └── RunnerError           (recorded on the execution, never sent as HTTP)
         ├── RunnerTimeout
         ├── RunnerCrashed
@@ -62,6 +64,26 @@ class InvalidInput(TestqueueError):
     """A field has a value that cannot be used."""
 
     status_code = 422
+
+
+class TooManyRequests(TestqueueError):
+    """Too many attempts: wait and try again."""
+
+    status_code = 429
+
+    def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class Unavailable(TestqueueError):
+    """The service cannot answer this now: try again shortly."""
+
+    status_code = 503
+
+    def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class RunnerError(TestqueueError):

@@ -74,7 +74,10 @@ class TestCase(Base):
     required_tags: Mapped[str] = mapped_column(String(500), default="")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Every write sets it; workers keep a test case they read until it changes.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Deleted test cases are archived: history keeps them, lists and runs do not.
+    archived_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Execution(Base):
@@ -179,6 +182,8 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     capacity: Mapped[int] = mapped_column(Integer)
     tags: Mapped[str] = mapped_column(String(500), default="")
+    # The boot and PID namespace the pid belongs to: a pid means nothing elsewhere.
+    host_key: Mapped[str] = mapped_column(String(100), default="")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -203,6 +208,59 @@ class LineCount(Base):
 
     priority: Mapped[int] = mapped_column(Integer, primary_key=True)
     pending: Mapped[int] = mapped_column(Integer)
+
+
+class Session(Base):
+    """A signed-in session: a token names it, and ending it revokes the token."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class AccessToken(Base):
+    """A personal access token, for CI and scripts; only its SHA-256 is kept."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class LoginFailure(Base):
+    """Failed sign-ins of one username or one client address within the window."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[datetime] = mapped_column()
+    blocked_until: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditEntry(Base):
+    """Who did what that matters to others: cleared, paused, changed slots or accounts."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    actor_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class AppSecret(Base):

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    computed_field,
     field_serializer,
     field_validator,
     model_validator,
@@ -117,12 +118,75 @@ class Token(BaseModel):
     expires_in: int
 
 
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+Username = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+]
+
+
 class UserCreate(Strict):
-    username: Annotated[
-        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    ]
-    password: Annotated[str, StringConstraints(min_length=8, max_length=256)]
+    username: Username
+    password: Password
     role: Role = Role.MEMBER
+
+
+class UserChange(Strict):
+    """An admin's change to an account; fields left out stay as they are."""
+
+    role: Role | None = None
+    is_active: bool | None = Field(default=None, strict=True)
+
+
+class PasswordChange(Strict):
+    current_password: Annotated[str, StringConstraints(max_length=256)]
+    new_password: Password
+
+
+class PasswordReset(Strict):
+    password: Password
+
+
+class AccessTokenCreate(Strict):
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_nul_text)
+    ]
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3660,
+        strict=True,
+        description="days until the token stops working; none for no expiry",
+    )
+
+
+class AccessTokenPublic(Timestamped):
+    id: int
+    name: str
+    prefix: str = Field(description="the token's first characters, to tell tokens apart")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class AccessTokenCreated(AccessTokenPublic):
+    token: str = Field(description="the token itself: shown this once, keep it now")
+
+
+class AuditEntryPublic(Timestamped):
+    id: int
+    at: datetime
+    actor_id: int | None
+    actor_name: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryPublic]
+    total: int
+    limit: int
+    offset: int
 
 
 class UserPublic(Timestamped):
@@ -233,6 +297,9 @@ class TestCasePublic(Timestamped):
     created_by: int | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None = Field(
+        default=None, description="when it was deleted; an archived test case cannot be run"
+    )
 
 
 class TestCasePage(BaseModel):
@@ -307,6 +374,18 @@ class StepPublic(BaseModel):
     error_message: str | None
     screenshot: str | None
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def step_number(self) -> int:
+        """`number`, under the name the seed system's clients read."""
+        return self.number
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def step_description(self) -> str:
+        """`description`, under the name the seed system's clients read."""
+        return self.description
+
 
 class ArtifactPublic(Timestamped):
     id: int
@@ -349,6 +428,9 @@ class ExecutionPublic(Timestamped):
     skipped_steps: int
     steps: list[StepPublic] = Field(default_factory=list)
     artifacts: list[ArtifactPublic] = Field(default_factory=list)
+    console_log: str | None = Field(
+        default=None, description="the log's last 20,000 characters (detail only)"
+    )
 
 
 class ExecutionPage(BaseModel):
@@ -390,6 +472,12 @@ class ActiveItem(Timestamped):
     attempt: int
     worker_id: str | None
     cancel_requested: bool
+
+
+class ActiveExecutions(BaseModel):
+    active_count: int
+    max_concurrent: int
+    executions: list[ActiveItem]
 
 
 class QueueStatus(BaseModel):

@@ -1,6 +1,8 @@
-"""Tokens and the secret key that signs them.
+"""Session tokens and the secret key that signs them.
 
-Tokens are HS256 JWTs that expire after ACCESS_TOKEN_TTL. When SECRET_KEY is
+A session token is an HS256 JWT that names its user and its session (a row
+in `sessions`, see `services.accounts`) and expires after ACCESS_TOKEN_TTL;
+the signature turns away forged ones before any database work. When SECRET_KEY is
 unset, one is generated once and kept beside the SQLite file (mode 0600) or,
 on PostgreSQL, in the database so every host signs alike. It is never logged.
 Passwords and accounts are `services.accounts`.
@@ -22,26 +24,36 @@ from testqueue import errors
 from testqueue.config import Settings
 from testqueue.database import Database, sqlite_path
 from testqueue.models import AppSecret
+from testqueue.vocabulary import MAX_INT_ID, parse_whole
 
 ALGORITHM = "HS256"
 SECRET_FILE_NAME = ".testqueue-secret"
 
 
-def create_token(secret: str, user_id: int, ttl_s: int) -> str:
+def create_token(secret: str, user_id: int, ttl_s: int, session_id: str) -> str:
     now = int(time.time())
-    claims = {"sub": str(user_id), "iat": now, "exp": now + ttl_s}
+    claims = {"sub": str(user_id), "sid": session_id, "iat": now, "exp": now + ttl_s}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode_token(secret: str, token: str) -> int:
-    """The user id in a valid token; `errors.Unauthorized` says what is wrong otherwise."""
+def decode_token(secret: str, token: str) -> tuple[int, str]:
+    """The user id and session id in a valid token; `errors.Unauthorized` otherwise."""
+    invalid = errors.Unauthorized("the token is not valid: sign in again")
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp"]})
-        return int(claims["sub"])
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid"]}
+        )
     except jwt.ExpiredSignatureError as exc:
         raise errors.Unauthorized("the token has expired: sign in again") from exc
-    except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
-        raise errors.Unauthorized("the token is not valid: sign in again") from exc
+    except jwt.InvalidTokenError as exc:
+        raise invalid from exc
+    subject, session_id = claims["sub"], claims["sid"]
+    if not (isinstance(subject, str) and isinstance(session_id, str) and len(session_id) <= 64):
+        raise invalid
+    try:
+        return parse_whole(subject, 1, MAX_INT_ID), session_id
+    except ValueError as exc:
+        raise invalid from exc
 
 
 async def load_secret_key(settings: Settings, db: Database) -> str:

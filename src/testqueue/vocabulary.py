@@ -31,6 +31,18 @@ class Result(StrEnum):
     TIMEOUT = "timeout"  # killed at its deadline
 
 
+class HistoryStatus(StrEnum):
+    """A history filter: a status, or `failed` (completed with fail, error or timeout)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+FAILED_RESULTS = (Result.FAIL, Result.ERROR, Result.TIMEOUT)
+
 # Every move an execution may make. `queue.moves` builds each UPDATE from this
 # table, so a move that is not here cannot be written.
 TRANSITIONS: dict[Status, frozenset[Status]] = {

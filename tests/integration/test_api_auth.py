@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
+import jwt
 from argon2 import PasswordHasher
 from sqlalchemy import delete, update
 
@@ -17,6 +19,12 @@ TOKEN_PROBLEMS = "sign in again"
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _signed(state: Any, claims: dict[str, Any]) -> str:
+    """A token signed with the right key around claims of the caller's choosing."""
+    full = {"exp": int(time.time()) + 600, **claims}
+    return jwt.encode(full, state.accounts.secret_key, algorithm=security.ALGORITHM)
 
 
 def assert_unauthorized(response: Any, detail_says: str) -> None:
@@ -96,17 +104,21 @@ async def test_routes_refuse_a_missing_or_bad_token_and_write_nothing(api_only: 
         "empty bearer": ({"Authorization": "Bearer "}, "Sign in first"),
         "garbage": (bearer("not.a.token"), TOKEN_PROBLEMS),
         "expired": (
-            bearer(security.create_token(state.accounts.secret_key, admin_id, ttl_s=-10)),
+            bearer(security.create_token(state.accounts.secret_key, admin_id, -10, "s")),
             "expired",
         ),
         "other key": (
-            bearer(security.create_token("another-key-" * 4, admin_id, ttl_s=600)),
+            bearer(security.create_token("another-key-" * 4, admin_id, 600, "s")),
             "not valid",
         ),
-        "unknown user": (
-            bearer(security.create_token(state.accounts.secret_key, 424242, ttl_s=600)),
-            "no longer exists",
+        "unknown session": (
+            bearer(security.create_token(state.accounts.secret_key, admin_id, 600, "nope")),
+            "this session has ended",
         ),
+        "huge user id": (bearer(_signed(state, {"sub": "9" * 30, "sid": "s"})), "not valid"),
+        "arabic digit": (bearer(_signed(state, {"sub": "\u0661", "sid": "s"})), "not valid"),
+        "number subject": (bearer(_signed(state, {"sub": 1, "sid": "s"})), "not valid"),
+        "no session": (bearer(_signed(state, {"sub": "1"})), "not valid"),
     }
     body = {"title": "must not be written", "command": ["true"]}
     for name, (headers, detail) in refused.items():
@@ -175,9 +187,9 @@ async def test_tokens_of_disabled_or_deleted_accounts_stop_working(api_only: Any
     async with api_only.state.db.write() as conn:
         await conn.execute(update(User).where(User.username == "frank").values(is_active=False))
         await conn.execute(delete(User).where(User.username == "grace"))
-    for headers in (frank, grace):
+    for headers, says in ((frank, "this account is disabled"), (grace, "session has ended")):
         response = await api_only.client.get("/api/v1/users/me", headers=headers)
-        assert_unauthorized(response, "no longer exists or is disabled")
+        assert_unauthorized(response, says)
     again = await api_only.client.post(
         LOGIN, data={"username": "frank", "password": "frank-password"}
     )

@@ -496,7 +496,9 @@ async def test_statistics_active_and_workers_show_the_running_runs(
     }
     assert stats["live_workers"] == 1
     active = await api.get("/executions/queue/active", headers=member)
-    assert [a["execution_id"] for a in active] == ids
+    # The seed system's shape: counts beside the list under `executions`.
+    assert (active["active_count"], active["max_concurrent"]) == (2, 5)
+    assert [a["execution_id"] for a in active["executions"]] == ids
     (worker,) = await api.get("/executions/queue/workers", headers=member)
     assert (worker["running"], worker["live"]) == (ids, True)
     assert worker["capacity"] == api.state.settings.worker_capacity
@@ -507,7 +509,9 @@ async def test_statistics_active_and_workers_show_the_running_runs(
     cancelled = await post(api, f"/{ids[0]}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
-    assert [a["execution_id"] for a in await api.get("/executions/queue/active")] == ids[1:]
+    assert [
+        a["execution_id"] for a in (await api.get("/executions/queue/active"))["executions"]
+    ] == ids[1:]
     gate.open_all.set()
 
 

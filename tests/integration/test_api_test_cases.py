@@ -63,13 +63,21 @@ async def test_admin_creates_reads_changes_and_deletes_a_command_test(api_only: 
 
     response = await api.client.delete(f"{TESTS}/{test_id}", headers=api.admin)
     assert response.status_code == 204, response.text
-    for method in ("GET", "PUT", "DELETE"):
+    # Archived: still readable (history links to it), never changed or run again.
+    assert (await api.get(f"/tests/{test_id}"))["archived_at"] is not None
+    for method in ("PUT", "DELETE"):
         response = await api.client.request(
             method, f"{TESTS}/{test_id}", json={"title": "x"}, headers=api.admin
         )
-        assert response.status_code == 404, (method, response.text)
-        assert response.json()["detail"] == f"test case {test_id} does not exist"
+        assert response.status_code == 409, (method, response.text)
+        assert response.json()["detail"] == f"test case {test_id} was deleted; it can only be read"
+    refused = await api.client.post(f"/api/v1/executions/tests/{test_id}/run", headers=api.admin)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["detail"] == f"test case {test_id} does not exist or was deleted"
     assert await total(api) == 0
+    missing = await api.client.get(f"{TESTS}/{test_id + 1}", headers=api.admin)
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == f"test case {test_id + 1} does not exist"
 
 
 async def test_list_pages_newest_first_and_searches_titles(api_only: Any) -> None:
@@ -241,8 +249,11 @@ async def test_deleting_a_test_case_cancels_its_pending_runs_and_keeps_history(
         assert by_id[execution_id]["status"] == "cancelled"
         assert by_id[execution_id]["error_message"] == "its test case was deleted"
     for execution_id in (done, running, *pending):
-        assert by_id[execution_id]["test_case_id"] is None
-        assert by_id[execution_id]["test_case_title"] is None
+        # History keeps the archived test case's id and title.
+        assert by_id[execution_id]["test_case_id"] == test_id
+        assert by_id[execution_id]["test_case_title"] == "doomed"
+    filtered = await api.get(f"/executions?test_case_id={test_id}")
+    assert filtered["total"] == 4
     assert by_id[bystander]["status"] == "pending"
     assert by_id[bystander]["test_case_id"] == other_id
     status = await api.get("/executions/queue/status")

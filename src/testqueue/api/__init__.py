@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from testqueue import errors
-from testqueue.api.routes import auth, executions, queue_routes, tests, users
+from testqueue.api.routes import audit, auth, executions, queue_routes, tests, users
 from testqueue.state import get_state
 
 PREFIX = "/api/v1"
@@ -19,7 +19,7 @@ PREFIX = "/api/v1"
 def mount(app: FastAPI) -> None:
     """Add the API's routes and its error answers to `app`."""
     _add_error_handlers(app)
-    for module in (auth, users, tests, queue_routes, executions):
+    for module in (auth, users, tests, queue_routes, executions, audit):
         app.include_router(module.router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/health", tags=["health"])
@@ -32,12 +32,22 @@ def mount(app: FastAPI) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TestqueueError)
     async def domain_error(_request: Request, exc: errors.TestqueueError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+        return JSONResponse(
+            {"detail": exc.message}, status_code=exc.status_code, headers=error_headers(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": [_problem(e) for e in exc.errors()]}, status_code=422)
+
+
+def error_headers(exc: errors.TestqueueError) -> dict[str, str]:
+    """The headers an error answer carries: how to sign in, or how long to wait."""
+    if exc.status_code == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, errors.TooManyRequests | errors.Unavailable):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return {}
 
 
 def _problem(error: Any) -> dict[str, Any]:

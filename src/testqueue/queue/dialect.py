@@ -9,7 +9,7 @@ testqueue asks which database it runs on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -55,8 +55,15 @@ class Dialect(Protocol):
         """How many pending executions start before this pending one."""
         ...
 
-    def upsert(self, table: Any, keys: list[Any], columns: list[str]) -> Insert:
-        """INSERT ... ON CONFLICT (`keys`) DO UPDATE SET `columns` = the new values."""
+    def upsert(
+        self,
+        table: Any,
+        keys: list[Any],
+        columns: list[str],
+        computed: Mapping[str, Any] | None = None,
+    ) -> Insert:
+        """INSERT ... ON CONFLICT (`keys`) DO UPDATE SET `columns` = the new values,
+        and each of `computed` = its expression (which may read the row kept)."""
         ...
 
 

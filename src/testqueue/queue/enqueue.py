@@ -89,7 +89,9 @@ def _one_run_insert() -> Any:
             E.base_url: _run_base_url(),
         }
     )
-    source = select(*values.values()).where(TestCase.id == bindparam("case_id"))
+    source = select(*values.values()).where(
+        TestCase.id == bindparam("case_id"), TestCase.archived_at.is_(None)
+    )
     return (
         insert(E)
         .from_select([column.key for column in values], source)
@@ -114,7 +116,7 @@ def _cases_statement() -> Any:
         priority.label("run_priority"),
         _run_base_url().label("run_base_url"),
         (higher.scalar_subquery() + equal.scalar_subquery()).label("ahead"),
-    ).where(TestCase.id.in_(bindparam("ids", expanding=True)))
+    ).where(TestCase.id.in_(bindparam("ids", expanding=True)), TestCase.archived_at.is_(None))
 
 
 _CASES = _cases_statement()
@@ -170,7 +172,7 @@ async def _enqueue_one(
     async with db.write_one() as conn:
         row = (await conn.execute(_INSERT_ONE, params)).one_or_none()
         if row is None:
-            raise errors.NotFound(f"test case {test_case_id} does not exist")
+            raise errors.NotFound(f"test case {test_case_id} does not exist or was deleted")
         ahead = await count_ahead(conn, row.priority, now, row.id)
     db.wakeups.wake()
     return Queued(row.id, row.test_case_id, row.priority, ahead + 1)
@@ -211,7 +213,9 @@ async def _load_cases(
     found = {row.id: row for row in (await conn.execute(_CASES, params)).all()}
     missing = sorted(ids - found.keys())
     if missing:
-        raise errors.NotFound(f"test case {', '.join(map(str, missing))} does not exist")
+        raise errors.NotFound(
+            f"test case {', '.join(map(str, missing))} does not exist or was deleted"
+        )
     return found
 
 

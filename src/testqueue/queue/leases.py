@@ -44,7 +44,9 @@ class Beat:
     recovered: int
 
 
-async def register_worker(db: Database, claimer: Claimer, hostname: str, pid: int) -> None:
+async def register_worker(
+    db: Database, claimer: Claimer, hostname: str, pid: int, host_key: str
+) -> None:
     """Announce this worker; `GET /executions/queue/workers` lists it while it beats."""
     now = utcnow()
     async with db.write() as conn:
@@ -56,6 +58,7 @@ async def register_worker(db: Database, claimer: Claimer, hostname: str, pid: in
                 pid=pid,
                 capacity=claimer.capacity,
                 tags=encode_tags(claimer.tags),
+                host_key=host_key,
                 started_at=now,
                 last_seen_at=now,
             )
@@ -179,11 +182,15 @@ async def release(db: Database, claimer: Claimer) -> int:
     return int(released.rowcount)
 
 
-async def dead_workers(db: Database, hostname: str, is_alive: Callable[[int], bool]) -> list[str]:
-    """Workers registered on this host whose process is gone."""
+async def dead_workers(db: Database, host_key: str, is_alive: Callable[[int], bool]) -> list[str]:
+    """Workers of this boot and PID namespace whose process is gone.
+
+    Only those: a pid from another host or namespace names some other process
+    here, or none, and says nothing about the worker.
+    """
     async with db.read() as conn:
         rows = (
-            await conn.execute(select(Worker.id, Worker.pid).where(Worker.hostname == hostname))
+            await conn.execute(select(Worker.id, Worker.pid).where(Worker.host_key == host_key))
         ).all()
     return [row.id for row in rows if not is_alive(row.pid)]
 

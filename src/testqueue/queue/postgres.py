@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -119,11 +119,16 @@ class PostgresDialect:
         params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
         return int((await conn.execute(COUNT_AHEAD, params)).scalar_one())
 
-    def upsert(self, table: Any, keys: list[Any], columns: list[str]) -> Insert:
+    def upsert(
+        self,
+        table: Any,
+        keys: list[Any],
+        columns: list[str],
+        computed: Mapping[str, Any] | None = None,
+    ) -> Insert:
         stmt = postgresql.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
-        )
+        changes = {name: stmt.excluded[name] for name in columns}
+        return stmt.on_conflict_do_update(index_elements=keys, set_={**changes, **(computed or {})})
 
 
 def libpq_dsn(database_url: str) -> str:

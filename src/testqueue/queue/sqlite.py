@@ -9,7 +9,7 @@ SQLAlchemy drops `FOR UPDATE` on SQLite, so no query here pretends to lock rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -89,8 +89,13 @@ class SqliteDialect:
         behind = int((await conn.execute(SAME_BEHIND, params)).scalar_one())
         return int(higher) + int(total) - 1 - behind
 
-    def upsert(self, table: Any, keys: list[Any], columns: list[str]) -> Insert:
+    def upsert(
+        self,
+        table: Any,
+        keys: list[Any],
+        columns: list[str],
+        computed: Mapping[str, Any] | None = None,
+    ) -> Insert:
         stmt = sqlite.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
-        )
+        changes = {name: stmt.excluded[name] for name in columns}
+        return stmt.on_conflict_do_update(index_elements=keys, set_={**changes, **(computed or {})})

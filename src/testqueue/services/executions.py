@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, select
 
 from testqueue import artifacts, errors
 from testqueue.config import Settings
@@ -27,18 +27,23 @@ from testqueue.queue import count_ahead
 from testqueue.queue import status as queue_status
 from testqueue.schemas import ArtifactPublic, ExecutionPage, ExecutionPublic, StepPublic
 from testqueue.services.accounts import Actor
-from testqueue.vocabulary import Result, Status
+from testqueue.vocabulary import FAILED_RESULTS, HistoryStatus, Result, Status
 
 E = Execution
 
 
 def history_filters(
-    status: Status | None, result: Result | None, test_case_id: int | None, user_id: int | None
+    status: HistoryStatus | None,
+    result: Result | None,
+    test_case_id: int | None,
+    user_id: int | None,
 ) -> list[ColumnElement[bool]]:
     """The WHERE clauses of an execution history query; None means any."""
     where: list[ColumnElement[bool]] = []
-    if status is not None:
-        where.append(E.status == status)
+    if status == HistoryStatus.FAILED:
+        where += [E.status == Status.COMPLETED, E.result.in_([r.value for r in FAILED_RESULTS])]
+    elif status is not None:
+        where.append(E.status == status.value)
     if result is not None:
         where.append(E.result == result)
     if test_case_id is not None:
@@ -55,7 +60,22 @@ def _selection() -> Any:
 
 
 # Built once: building a statement costs more than SQLite takes to run it.
-_ONE = _selection().where(E.id == bindparam("execution_id"))
+# The detail also carries the log's tail (`console_log`), read in the same statement.
+CONSOLE_LOG_CHARS = 20_000
+
+
+def _console_log() -> Any:
+    length = func.length(ExecutionLog.content)
+    start = case((length > CONSOLE_LOG_CHARS, length - CONSOLE_LOG_CHARS + 1), else_=1)
+    return (
+        select(func.substr(ExecutionLog.content, start))
+        .where(ExecutionLog.execution_id == E.id)
+        .scalar_subquery()
+        .label("console_log")
+    )
+
+
+_ONE = _selection().add_columns(_console_log()).where(E.id == bindparam("execution_id"))
 _STEPS = (
     select(ExecutionStep.__table__)
     .where(ExecutionStep.execution_id == bindparam("execution_id"))

@@ -1,9 +1,11 @@
 """Test cases: what to run, who may change it, and the checks a test case must pass.
 
 A `command` test case runs code on the worker host, so only admins create or
-edit one. Members edit and delete their own test cases; admins any. Every
-write here sets `updated_at`: workers keep test case rows they read until it
-changes (`queue.CaseCache`), and this module is the only writer.
+edit one. Members edit and delete their own test cases; admins any. Deleting
+archives: history keeps the test case's title and its runs, lists and run
+requests no longer see it. Every write here sets `updated_at`: workers keep
+test case rows they read until it changes (`queue.CaseCache`), and this
+module is the only writer.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 
 from testqueue import errors, queue
 from testqueue.database import Conn, Database
@@ -53,7 +55,7 @@ async def list_cases(
     if "\0" in (search or "") + (runner or ""):
         # PostgreSQL refuses NUL in a query parameter; no title or runner holds one.
         raise errors.InvalidInput("search and runner may not contain a NUL character")
-    where: list[ColumnElement[bool]] = []
+    where: list[ColumnElement[bool]] = [T.archived_at.is_(None)]
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(T.title.ilike(f"%{escaped}%", escape="\\"))
@@ -76,7 +78,8 @@ async def read_case(db: Database, test_case_id: int) -> TestCasePublic:
 async def choices(db: Database, limit: int) -> list[tuple[int, str]]:
     """(id, title) of test cases by title, for pickers."""
     async with db.read() as conn:
-        rows = await conn.execute(select(T.id, T.title).order_by(T.title, T.id).limit(limit))
+        live = select(T.id, T.title).where(T.archived_at.is_(None))
+        rows = await conn.execute(live.order_by(T.title, T.id).limit(limit))
         return [(row.id, row.title) for row in rows]
 
 
@@ -103,6 +106,7 @@ async def update_case(
     async with db.write() as conn:
         current = await _load(conn, test_case_id)
         _may_edit(current, actor)
+        _not_archived(current)
         merged = {**_public(current).model_dump(), **changes.model_dump(exclude_unset=True)}
         try:
             fields = TestCaseCreate.model_validate(
@@ -122,16 +126,21 @@ async def update_case(
 
 
 async def delete_case(db: Database, test_case_id: int, actor: Actor) -> int:
-    """Delete a test case and cancel its pending runs, in one transaction.
+    """Archive a test case and cancel its pending runs, in one transaction.
 
-    Finished runs keep their history (their `test_case_id` becomes null);
+    Its history stays whole (its runs keep their `test_case_id` and title);
     running ones go on with the spec they were claimed with. Returns how many
     pending runs were cancelled.
     """
     async with db.write() as conn:
-        _may_edit(await _load(conn, test_case_id), actor)
+        current = await _load(conn, test_case_id)
+        _may_edit(current, actor)
+        _not_archived(current)
         cancelled = await queue.cancel_pending_of(conn, test_case_id, CANCELLED_CASE_DELETED)
-        await conn.execute(delete(T).where(T.id == test_case_id))
+        now = utcnow()
+        await conn.execute(
+            update(T).where(T.id == test_case_id).values(archived_at=now, updated_at=now)
+        )
     return cancelled
 
 
@@ -144,6 +153,11 @@ async def _load(conn: Conn, test_case_id: int) -> Any:
     if row is None:
         raise errors.NotFound(f"test case {test_case_id} does not exist")
     return row
+
+
+def _not_archived(row: Any) -> None:
+    if row["archived_at"] is not None:
+        raise errors.InvalidTransition(f"test case {row['id']} was deleted; it can only be read")
 
 
 def _may_edit(row: Any, actor: Actor) -> None:

@@ -11,7 +11,7 @@ from testqueue.database import Conn
 from testqueue.models import TestCase, User
 from testqueue.services import executions
 from testqueue.state import get_state
-from testqueue.vocabulary import Result, Status, parse_id
+from testqueue.vocabulary import HistoryStatus, Result, parse_id
 from testqueue.web import trends
 from testqueue.web.render import PageRoute, page
 from testqueue.web.session import CurrentViewer
@@ -42,7 +42,7 @@ async def show_history(
     page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
 ) -> Response:
     """Executions newest first; the filters are plain GET fields, so a filtered view is a link."""
-    chosen_status = Status(status) if status in set(Status) else None
+    chosen_status = HistoryStatus(status) if status in set(HistoryStatus) else None
     chosen_result = Result(result) if result in set(Result) else None
     test_case_id = parse_id(test_case)
     user_id = parse_id(user)
@@ -65,7 +65,7 @@ async def show_history(
         page_number=page_number,
         pages=max(1, -(-total // PAGE_SIZE)),
         query={k: v for k, v in query.items() if v},
-        statuses=[s.value for s in Status],
+        statuses=[s.value for s in HistoryStatus],
         results=[r.value for r in Result],
         cases=cases,
         users=users,

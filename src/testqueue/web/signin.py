@@ -59,21 +59,28 @@ async def sign_in(request: Request) -> Response:
     if not session.signin_csrf_ok(request, state.accounts.secret_key, sent):
         problem = "The sign-in form expired. Please try again."
         return _signin_page(request, next_path, problem=problem, username=username, status=403)
+    address = request.client.host if request.client else "unknown"
     try:
-        user_id = await state.accounts.authenticate(username, password)
+        token, _ttl = await state.accounts.sign_in(username, password, address)
+    except errors.TooManyRequests as exc:
+        log.info("dashboard sign-in throttled", extra={"username": username[:64]})
+        problem = f"Too many failed sign-ins. Try again in {exc.retry_after_s} s."
+        refused = _signin_page(request, next_path, problem=problem, username=username, status=429)
+        refused.headers["Retry-After"] = str(exc.retry_after_s)
+        return refused
     except errors.Unauthorized:
         log.info("dashboard sign-in refused", extra={"username": username[:64]})
         problem = "Wrong username or password."
         return _signin_page(request, next_path, problem=problem, username=username, status=401)
-    token = state.accounts.issue_token(user_id)
     response = RedirectResponse(forms.local_path(next_path), status_code=303)
     session.start_session(request, response, state, token)
     return response
 
 
 @router.post("/signout")
-async def sign_out(_viewer: ChangingViewer) -> Response:
-    """End the session in this browser."""
+async def sign_out(request: Request, viewer: ChangingViewer) -> Response:
+    """End the session: its cookie is dropped and its token stops working everywhere."""
+    await get_state(request).accounts.sign_out(viewer.actor)
     response = RedirectResponse("/signin", status_code=303)
     session.end_session(response)
     return response

@@ -1,23 +1,37 @@
-"""Sign in: OAuth2 password form in, bearer token out."""
+"""Sign in and out: OAuth2 password form in, a session's bearer token out."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from testqueue.api.deps import State
+from testqueue.api.deps import CurrentActor, State
 from testqueue.schemas import Token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login")
-async def login(state: State, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
-    """Exchange a username and password (form fields) for a bearer token."""
-    user_id = await state.accounts.authenticate(form.username, form.password)
-    return Token(
-        access_token=state.accounts.issue_token(user_id),
-        expires_in=state.settings.access_token_ttl,
-    )
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/login", responses={401: {}, 429: {}})
+async def login(
+    state: State, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+) -> Token:
+    """Exchange a username and password (form fields) for a bearer token.
+
+    After repeated failures for one username or from one address, answers
+    429 with `Retry-After` until the lockout ends.
+    """
+    token, ttl = await state.accounts.sign_in(form.username, form.password, client_address(request))
+    return Token(access_token=token, expires_in=ttl)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses={400: {}, 401: {}})
+async def logout(state: State, actor: CurrentActor) -> Response:
+    """End this session: its token stops working at once."""
+    await state.accounts.sign_out(actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

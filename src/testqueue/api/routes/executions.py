@@ -21,7 +21,7 @@ from testqueue.schemas import (
     RunRequest,
 )
 from testqueue.services import executions, runs
-from testqueue.vocabulary import MAX_INT_ID, Result, Status
+from testqueue.vocabulary import MAX_INT_ID, HistoryStatus, Result
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -50,7 +50,13 @@ async def run_many(state: State, body: BulkRunRequest, actor: CurrentActor) -> B
 async def list_executions(
     state: State,
     _actor: CurrentActor,
-    status_: Annotated[Status | None, Query(alias="status")] = None,
+    status_: Annotated[
+        HistoryStatus | None,
+        Query(
+            alias="status",
+            description="a status, or `failed`: completed with fail, error or timeout",
+        ),
+    ] = None,
     result: Result | None = None,
     test_case_id: Annotated[int | None, Query(ge=1, le=MAX_INT_ID)] = None,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_INT_ID)] = None,

@@ -10,7 +10,7 @@ from testqueue.api.deps import AdminActor, CurrentActor, State
 from testqueue.params import Offset
 from testqueue.schemas import (
     MAX_PAGE_SIZE,
-    ActiveItem,
+    ActiveExecutions,
     Cleared,
     QueueSettingsChange,
     QueueSettingsPublic,
@@ -35,9 +35,14 @@ async def queue_status(
 
 
 @router.get("/active")
-async def active_executions(state: State, _actor: CurrentActor) -> list[ActiveItem]:
-    """The running executions."""
-    return (await overview.read_status(state.db, state.settings, 0, 0)).active
+async def active_executions(state: State, _actor: CurrentActor) -> ActiveExecutions:
+    """The running executions, with how many there are and may be."""
+    status = await overview.read_status(state.db, state.settings, 0, 0)
+    return ActiveExecutions(
+        active_count=status.active_count,
+        max_concurrent=status.max_concurrent,
+        executions=status.active,
+    )
 
 
 @router.get("/statistics")
