@@ -24,6 +24,7 @@ class GateRunner:
     def __init__(self) -> None:
         self.started: list[int] = []
         self.spans: dict[int, tuple[float, float]] = {}
+        self.history: list[tuple[int, float, float]] = []  # every attempt: id, start, end
         self.running: set[int] = set()
         self.max_running = 0
         self.open_all = asyncio.Event()
@@ -54,6 +55,7 @@ class GateRunner:
                 task.cancel()
             self.running.discard(spec.execution_id)
             self.spans[spec.execution_id] = (begin, time.monotonic())
+            self.history.append((spec.execution_id, *self.spans[spec.execution_id]))
             self._changed.set()
         report.log(f"gate {spec.execution_id} done\n")
         return Outcome(None if cancel.is_set() else Result.PASS)

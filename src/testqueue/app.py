@@ -13,7 +13,7 @@ from testqueue import api, web
 from testqueue.config import Settings
 from testqueue.database import Database, migrate
 from testqueue.dispatcher import Dispatcher
-from testqueue.middleware import BodyLimit
+from testqueue.middleware import BodyLimit, DatabaseLost
 from testqueue.runners import Registry
 from testqueue.services.accounts import Accounts, Bootstrap
 from testqueue.state import AppState
@@ -60,6 +60,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.testqueue = state
+    app.add_middleware(DatabaseLost)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     api.mount(app)
     web.mount(app)

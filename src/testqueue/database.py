@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, NullPool, create_engine, event
 from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
@@ -102,6 +105,35 @@ def _sqlite_engine(settings: Settings, **pool: Any) -> Engine:
     return engine
 
 
+def _refuse_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Hand out no pooled PostgreSQL connection the server has closed.
+
+    An idle connection has nothing to read; one the server ended (a restart,
+    a dropped link) is readable, with its goodbye or end of file. A look at
+    the socket costs a system call, not a round trip, and SQLAlchemy answers
+    `DisconnectionError` with a fresh connection.
+    """
+    raw = dbapi_conn.driver_connection
+    try:
+        readable, _, _ = select.select([raw.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error) as exc:
+        raise DisconnectionError(str(exc)) from exc
+    if readable:
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (lost, restarting, locked)."""
+    return isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | DisconnectionError
+        | psycopg.OperationalError
+        | psycopg.InterfaceError,
+    )
+
+
 def shown_url(database_url: str) -> str:
     """The URL with its password hidden, for messages."""
     return make_url(database_url).render_as_string(hide_password=True)
@@ -144,6 +176,8 @@ class Database:
                 connect_args=connect_args,
                 isolation_level="AUTOCOMMIT",
             )
+            for engine in (self._engine, self._reader):
+                event.listen(engine.sync_engine, "checkout", _refuse_closed)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
@@ -193,12 +227,13 @@ class Database:
             yield conn
 
     async def connection_lost(self, conn: AsyncConnection) -> None:
-        """After a lost connection that SQLAlchemy did not see (raw driver calls):
-        drop it and the idle ones pooled with it, as SQLAlchemy does on a disconnect,
-        so the next checkout connects afresh instead of failing in turn."""
+        """After a lost connection that SQLAlchemy did not see (raw driver calls): drop it.
+
+        The idle ones pooled with it are dropped as they are checked out
+        (`_refuse_closed`); disposing of the pool here would strand the
+        connections other tasks hold at this moment, never to be closed.
+        """
         await conn.invalidate()
-        if self._reader is not None:
-            await self._reader.dispose()
 
     async def dispose(self) -> None:
         if self._engine is not None and self._reader is not None:

@@ -33,6 +33,9 @@ HARD_STOP_MARGIN_S = 10.0
 ARTIFACT_CLEANUP_EVERY_S = 3600.0
 # After an unexpected error in a pass, wait this long before the next one.
 ERROR_BACKOFF_S = 0.5
+# A worker whose leases went unrenewed for this share of LEASE_TTL stops its runs:
+# soon others may recover them, and a run must never go on in two places.
+FENCE_SHARE = 0.75
 
 
 @dataclass
@@ -290,6 +293,8 @@ class Dispatcher:
                 await asyncio.wait_for(self._stopping.wait(), timeout=ARTIFACT_CLEANUP_EVERY_S)
 
     async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed_at = loop.time()
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -299,9 +304,21 @@ class Dispatcher:
                 return
             try:
                 await self._beat()
+                renewed_at = loop.time()
                 await self._recover_dead_neighbours()
-            except Exception:
-                log.exception("heartbeat failed")
+            except Exception as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)[:300]})
+                await self._fence(loop.time() - renewed_at)
+
+    async def _fence(self, unrenewed_s: float) -> None:
+        """Stop every run once the leases went unrenewed too long (see FENCE_SHARE)."""
+        if not self._runs or unrenewed_s < self._settings.lease_ttl * FENCE_SHARE:
+            return
+        log.warning(
+            "leases could not be renewed; stopping the runs held so none runs twice",
+            extra={"unrenewed_s": round(unrenewed_s, 1), "running": sorted(self._runs)},
+        )
+        await self._abandon(list(self._runs.values()))
 
     async def _beat(self) -> None:
         held_before = dict(self._runs)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from testqueue import errors
+from testqueue.database import is_unavailable
+
+log = logging.getLogger(__name__)
+
+# How long a client should wait after a 503 for a lost database connection.
+RETRY_AFTER_S = 1
 
 
 class BodyLimit:
@@ -70,7 +77,9 @@ class _BodyGuard:
         await self._send(message)
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
+async def _answer(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -79,7 +88,68 @@ async def _answer(send: Send, status: int, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _no_body(receive: Receive) -> Receive:
+    """For a repeated read: its (empty) body once more, then the connection as it goes on."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return again
+
+
+class DatabaseLost:
+    """Answers a request that lost its database connection with a retry or a clear 503.
+
+    A read (GET, HEAD) is safe to repeat: it is tried once more on a fresh
+    connection (the pool has dropped the dead ones by then). Anything else
+    may or may not have been saved, so it gets 503 with `Retry-After` and a
+    message that says so, never a 500.
+    """
+
+    SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        tries = 2 if scope["method"] in self.SAFE else 1
+        for attempt in range(1, tries + 1):
+            started = False
+
+            async def tracked(message: Message) -> None:
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+            try:
+                await self.app(scope, receive if attempt == 1 else _no_body(receive), tracked)
+                return
+            except Exception as exc:
+                if started or not is_unavailable(exc):
+                    raise
+                log.warning(
+                    "database unavailable during a request",
+                    extra={"path": scope["path"], "attempt": attempt, "error": str(exc)[:200]},
+                )
+        detail = (
+            "the database could not be reached; a change may or may not have been saved: "
+            "read it back, or try again in a moment"
+            if scope["method"] not in self.SAFE
+            else "the database could not be reached: try again in a moment"
+        )
+        await _answer(send, 503, detail, [(b"retry-after", str(RETRY_AFTER_S).encode())])

@@ -1,11 +1,10 @@
-"""PostgreSQL connections that die under the claim's raw driver calls are replaced at once."""
+"""PostgreSQL connections that die in the pool are replaced at once, the claim's included."""
 
 from __future__ import annotations
 
 import asyncio
 
 import psycopg
-import pytest
 
 from testqueue.config import Settings
 from testqueue.database import Database
@@ -36,11 +35,16 @@ async def test_a_claim_on_a_dropped_connection_fails_once_then_reconnects(
             ).fetchone()
         assert dropped is not None and dropped[0] >= 3
 
-        with pytest.raises(psycopg.OperationalError):
-            async with dialect.POSTGRES.claiming(db, None):
-                pass
-        for _ in range(3):  # every pooled connection was dead; none is handed out again
-            async with dialect.POSTGRES.claiming(db, None) as conn:
-                assert conn is not None
+        # The pool's connections are all dead. A checkout sees the server's goodbye on
+        # the socket and connects afresh; one whose goodbye has not arrived yet fails
+        # its claim once and is dropped. Either way no dead one is handed out twice.
+        failed = 0
+        for _ in range(4):
+            try:
+                async with dialect.POSTGRES.claiming(db, None) as conn:
+                    assert conn is not None
+            except psycopg.OperationalError:
+                failed += 1
+        assert failed <= 1
     finally:
         await db.dispose()

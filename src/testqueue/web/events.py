@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from testqueue import errors
+from testqueue.database import is_unavailable
 from testqueue.state import get_state
 from testqueue.web import board
 from testqueue.web.render import PageRoute
@@ -69,6 +70,10 @@ def stream(request: Request, produce: Produce) -> StreamingResponse:
                 # Deleted while watched: nothing more will come, so say so and end.
                 yield END
                 return
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                text = ""  # the database is away for a moment: look again next tick
             if text:
                 quiet_since = loop.time()
                 yield text
