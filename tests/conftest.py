@@ -195,6 +195,21 @@ class Api:
         assert response.status_code == 200, response.text
         return response.json()
 
+    async def dashboard_sign_in(
+        self, username: str, password: str, client: AsyncClient | None = None
+    ) -> Any:
+        """The dashboard's answer to its sign-in form, filled in as a browser would."""
+        if client is None:
+            async with AsyncClient(
+                transport=ASGITransport(app=self.app), base_url="http://testqueue"
+            ) as fresh:
+                return await self.dashboard_sign_in(username, password, fresh)
+        form = await client.get("/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert nonce is not None, form.text
+        fields = {"username": username, "password": password, "csrf": nonce[1]}
+        return await client.post("/signin", data=fields)
+
     @contextlib.asynccontextmanager
     async def dashboard(
         self, username: str = "admin", password: str = ADMIN_PASSWORD
@@ -202,11 +217,7 @@ class Api:
         """A client of the dashboard on this app, signed in with a session cookie."""
         transport = ASGITransport(app=self.app)
         async with AsyncClient(transport=transport, base_url="http://testqueue") as client:
-            form = await client.get("/signin")
-            nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
-            assert nonce is not None, form.text
-            fields = {"username": username, "password": password, "csrf": nonce[1]}
-            signed_in = await client.post("/signin", data=fields)
+            signed_in = await self.dashboard_sign_in(username, password, client)
             assert signed_in.status_code == 303, signed_in.text
             page = await client.get("/tests")
             csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)

@@ -65,3 +65,6 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic says which engine it uses on every connection; `database.migrate`
+    # says what it changed, once.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

@@ -544,3 +544,31 @@ async def test_queue_status_pages_the_line_with_exact_counts(api_only: Any) -> N
     assert (counts_only["queue"], counts_only["queued_count"]) == ([], 6)
     tail = await api.get("/executions/queue/status?offset=5")
     assert [(q["execution_id"], q["queue_position"]) for q in tail["queue"]] == [(waiting[5], 6)]
+
+
+async def test_the_seed_systems_shapes_are_kept(api_only: Any) -> None:
+    """`status=failed`, `step_number` / `step_description`, and `console_log` in the detail."""
+    api = api_only
+    test_id = await api.command_test(["true"])
+    ids = [(await api.run(test_id))["id"] for _ in range(5)]
+    claimed = await claim(api, 5)
+    long_log = "".join(f"line {n}\n" for n in range(5000))
+    steps = [StepRecord(number=1, action="goto", result="pass", description="open the shop")]
+    progress = Progress(ids[0], log=long_log, steps=steps)
+    outcomes = [Result.FAIL, Result.ERROR, Result.TIMEOUT, Result.PASS, Result.FAIL]
+    for item, result in zip(claimed, outcomes, strict=True):
+        extra = {"progress": progress, "steps": (1, 1, 0, 0)} if item.id == ids[0] else {}
+        await finish(api, item, result, **extra)
+
+    failed = await api.get("/executions?status=failed")
+    assert sorted(item["id"] for item in failed["items"]) == sorted(
+        i for i, r in zip(ids, outcomes, strict=True) if r != Result.PASS
+    )
+    assert failed["total"] == 4
+    detail = await api.get(f"/executions/{ids[0]}")
+    (step,) = detail["steps"]
+    assert (step["step_number"], step["step_description"]) == (1, "open the shop")
+    assert detail["console_log"] == long_log[-20_000:]
+    assert (await api.get(f"/executions/{ids[1]}"))["console_log"] is None
+    listed = await api.get("/executions?limit=1")
+    assert listed["items"][0]["console_log"] is None, "the log tail is for the detail only"

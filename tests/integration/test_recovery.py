@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from conftest import Api
 from gates import GateRunner
 from testqueue import queue
-from testqueue.config import Settings
+from testqueue.config import Settings, host_key
 from testqueue.dispatcher import Dispatcher
 from testqueue.runners import Registry
 from waiting import until
@@ -208,3 +210,35 @@ async def test_a_run_claimed_while_the_worker_stops_is_stopped_and_given_back(
     assert gate.started == [only] and gate.running == set()
     detail = await api_only.get(f"/executions/{only}")
     assert (detail["status"], detail["attempt"]) == ("pending", 1)
+
+
+def _a_free_pid() -> int:
+    """A pid no process has on this machine now."""
+    pid = 4_000_000
+    while Path(f"/proc/{pid}").exists():
+        pid -= 1
+    return pid
+
+
+async def test_a_worker_of_another_pid_namespace_is_never_reaped_by_its_pid(
+    api_only: Api, dispatcher: Dispatcher, gate: GateRunner
+) -> None:
+    """Two containers with one hostname (host networking) number their processes apart:
+    a worker's pid is judged only beside workers of its own boot and PID namespace."""
+    db = api_only.state.db
+    hostname = socket.gethostname()
+    free_pid = _a_free_pid()
+    here, elsewhere = await _enqueue(api_only, 2)
+    dead_here = queue.Claimer(f"{hostname}:{free_pid}:here", 5, lease_ttl_s=60, capacity=1)
+    alive_elsewhere = queue.Claimer(f"{hostname}:{free_pid}:there", 5, lease_ttl_s=60, capacity=1)
+    for claimer, key in ((dead_here, host_key()), (alive_elsewhere, "another-boot:4026531836")):
+        await queue.register_worker(db, claimer, hostname, free_pid, key)
+        await queue.settle(db, claimer, [], 1)
+
+    await dispatcher.start()
+    await gate.wait_started(1)
+    assert gate.started == [here], "the dead worker of this namespace was reaped at once"
+    detail = await api_only.get(f"/executions/{elsewhere}")
+    assert (detail["status"], detail["worker_id"]) == ("running", alive_elsewhere.worker_id)
+    workers = {w["id"] for w in await api_only.get("/executions/queue/workers")}
+    assert alive_elsewhere.worker_id in workers and dead_here.worker_id not in workers

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from testqueue import errors
+from testqueue import audit, errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, utcnow
 from testqueue.queue import dialect, moves
@@ -33,14 +33,22 @@ async def _owned(conn: Conn, execution_id: int, owner_id: int | None) -> Any:
     return row
 
 
-async def cancel(db: Database, execution_id: int, owner_id: int | None = None) -> Status:
+async def cancel(
+    db: Database,
+    execution_id: int,
+    owner_id: int | None = None,
+    note: audit.Note | None = None,
+) -> Status:
     """Cancel a pending execution now, or ask the worker of a running one to stop it.
 
     Returns the status the row has after the call. A running execution stays
     `running` until its worker has stopped the process: only then is its slot free.
+    `note` goes to the audit trail when the canceller is not the run's owner.
     """
     async with db.write() as conn:
         row = await _owned(conn, execution_id, owner_id)
+        if note is not None and row.user_id != note.actor_id:
+            await audit.write(conn, note)
         if row.status == Status.PENDING:
             await moves.move_one(
                 conn,

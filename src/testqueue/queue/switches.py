@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select, update
 
+from testqueue import audit
 from testqueue.database import Database
 from testqueue.models import QueueState, utcnow
 from testqueue.queue import dialect, moves
 from testqueue.vocabulary import CANCELLED_BY_CLEAR, Status
 
 
-async def clear(db: Database) -> int:
+async def clear(db: Database, note: audit.Note | None = None) -> int:
     """Cancel every pending execution in one statement; running ones go on (invariant 8)."""
     async with db.write() as conn:
         result = await conn.execute(
@@ -23,23 +25,27 @@ async def clear(db: Database) -> int:
                 error_message=CANCELLED_BY_CLEAR,
             )
         )
+        removed = int(result.rowcount)
+        if note is not None:
+            await audit.write(conn, replace(note, detail={**note.detail, "removed": removed}))
         await dialect.signal(db, conn)
-    return int(result.rowcount)
+    return removed
 
 
-async def _change_state(db: Database, **values: Any) -> None:
+async def _change_state(db: Database, note: audit.Note | None = None, **values: Any) -> None:
     """Change the queue's switches for every worker, and wake them to look again."""
     async with db.write() as conn:
         await conn.execute(
             update(QueueState).where(QueueState.id == 1).values(**values, updated_at=utcnow())
         )
+        await audit.write(conn, note)
         await dialect.signal(db, conn)
     db.wakeups.wake()
 
 
-async def set_paused(db: Database, paused: bool) -> None:
+async def set_paused(db: Database, paused: bool, note: audit.Note | None = None) -> None:
     """Pause (nothing new starts) or resume the queue for every worker."""
-    await _change_state(db, paused=paused)
+    await _change_state(db, note, paused=paused)
 
 
 async def declare_slots(db: Database, slots: int) -> int | None:
@@ -59,6 +65,8 @@ async def declare_slots(db: Database, slots: int) -> int | None:
     return before
 
 
-async def set_max_concurrent(db: Database, slots: int | None) -> None:
+async def set_max_concurrent(
+    db: Database, slots: int | None, note: audit.Note | None = None
+) -> None:
     """Change the global number of slots at runtime; None returns to what workers started with."""
-    await _change_state(db, max_concurrent=slots)
+    await _change_state(db, note, max_concurrent=slots)

@@ -87,15 +87,15 @@ async def read_settings(db: Database, settings: Settings) -> QueueSettingsPublic
 async def clear(db: Database, actor: Actor) -> int:
     """Cancel every pending execution (admins only); returns how many."""
     actor.require_admin()
-    return await queue.clear(db)
+    return await queue.clear(db, actor.note("queue.clear"))
 
 
 async def set_paused(db: Database, actor: Actor, paused: bool) -> None:
     actor.require_admin()
-    await queue.set_paused(db, paused)
+    await queue.set_paused(db, paused, actor.note("queue.pause" if paused else "queue.resume"))
 
 
 async def set_slots(db: Database, actor: Actor, slots: int | None) -> None:
     """The global slots at runtime (admins only); None returns to MAX_CONCURRENT_EXECUTIONS."""
     actor.require_admin()
-    await queue.set_max_concurrent(db, slots)
+    await queue.set_max_concurrent(db, slots, actor.note("queue.slots", slots=slots))

@@ -57,7 +57,8 @@ async def cancel(db: Database, execution_id: int, actor: Actor, *, confirm: bool
     With `confirm`, a running one is awaited until its worker has stopped it
     (up to CANCEL_CONFIRM_S), so the answer can say it is cancelled.
     """
-    now = await queue.cancel(db, execution_id, actor.owner_filter())
+    note = actor.note("execution.cancel", f"execution {execution_id}")
+    now = await queue.cancel(db, execution_id, actor.owner_filter(), note)
     if now == Status.RUNNING and confirm:
         return await _await_stop(db, execution_id)
     return now

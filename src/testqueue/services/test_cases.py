@@ -17,12 +17,18 @@ from sqlalchemy import ColumnElement, func, insert, select, update
 
 from testqueue import errors, queue
 from testqueue.database import Conn, Database
-from testqueue.models import TestCase, utcnow
+from testqueue.models import Execution, TestCase, utcnow
 from testqueue.runners import Registry
 from testqueue.runners import steps as browser_steps
 from testqueue.schemas import TestCaseCreate, TestCasePage, TestCasePublic, TestCaseUpdate
 from testqueue.services.accounts import Actor
-from testqueue.vocabulary import CANCELLED_CASE_DELETED, RunnerKind, decode_tags, encode_tags
+from testqueue.vocabulary import (
+    CANCELLED_CASE_DELETED,
+    RunnerKind,
+    Status,
+    decode_tags,
+    encode_tags,
+)
 
 T = TestCase
 
@@ -81,6 +87,21 @@ async def choices(db: Database, limit: int) -> list[tuple[int, str]]:
         live = select(T.id, T.title).where(T.archived_at.is_(None))
         rows = await conn.execute(live.order_by(T.title, T.id).limit(limit))
         return [(row.id, row.title) for row in rows]
+
+
+async def pending_runs(db: Database, test_case_id: int) -> int:
+    """How many runs of this test case wait in line."""
+    async with db.read() as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(func.count()).where(
+                        Execution.test_case_id == test_case_id,
+                        Execution.status == Status.PENDING,
+                    )
+                )
+            ).scalar_one()
+        )
 
 
 async def create_case(

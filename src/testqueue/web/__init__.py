@@ -8,6 +8,8 @@ accounts through an HttpOnly cookie (see `session`).
     session      the cookie, the CSRF tokens, who is looking
     render       templates, filters, error pages, security headers
     queue_page   the queue and its actions      board, estimates   what it shows
+    account_page your password, tokens, sessions
+    admin_page   accounts and the audit trail (admins)
     cases_page   test cases                     case_form          their form
     history_page history and trends             trends, charts     its charts
     execution_page  one execution, its log live
@@ -24,6 +26,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from testqueue.web import (
+    account_page,
+    admin_page,
     cases_page,
     events,
     execution_page,
@@ -50,7 +54,16 @@ def mount(app: FastAPI) -> None:
             stop.remove()
 
     dashboard = APIRouter(lifespan=lifespan, include_in_schema=False)
-    for module in (signin, queue_page, cases_page, history_page, execution_page, events):
+    for module in (
+        signin,
+        queue_page,
+        cases_page,
+        history_page,
+        execution_page,
+        account_page,
+        admin_page,
+        events,
+    ):
         dashboard.include_router(module.router)
     app.include_router(dashboard)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -113,7 +113,9 @@ def _json_field(
         problems.setdefault(name, []).append(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         )
-        return empty
+    except RecursionError:
+        problems.setdefault(name, []).append("nested too deeply: at most 100 levels")
+    return empty
 
 
 def _timeout(values: dict[str, str], problems: dict[str, list[str]]) -> float | None:

@@ -75,7 +75,8 @@ def _form_page(
         status_code=status_code,
         form=form,
         case=case,
-        editable=case is None or test_cases.may_edit(case, viewer.actor),
+        editable=case is None
+        or (case.archived_at is None and test_cases.may_edit(case, viewer.actor)),
         runners=_runners(request),
         test_types=[t.value for t in TestType],
         case_priorities=[p.value for p in PriorityWord],
@@ -148,3 +149,36 @@ async def update_test_case(
         runs = await _recent_runs(request, test_case_id)
         return _form_page(request, viewer, form, case=case, status_code=422, runs=runs)
     return done(request, f"Test case #{test_case_id} saved.", f"/tests/{test_case_id:int}")
+
+
+@router.get("/tests/{test_case_id:int}/delete")
+async def confirm_delete(
+    request: Request, test_case_id: TestCaseId, viewer: CurrentViewer
+) -> Response:
+    """Ask before deleting (archiving) a test case."""
+    state = get_state(request)
+    case = await test_cases.read_case(state.db, test_case_id)
+    if not test_cases.may_edit(case, viewer.actor) or case.archived_at is not None:
+        raise errors.Forbidden(
+            test_cases.edit_refusal(case.id, case.runner, case.created_by, viewer.actor)
+            or f"test case {test_case_id} was deleted already"
+        )
+    pending = await test_cases.pending_runs(state.db, test_case_id)
+    return page(request, "delete_case.html", viewer, case=case, pending=pending)
+
+
+@router.post("/tests/{test_case_id:int}/delete")
+async def delete_test_case(
+    request: Request, test_case_id: TestCaseId, viewer: ChangingViewer
+) -> Response:
+    """Delete (archive) a test case after the confirmation; its pending runs are cancelled."""
+    form = await forms.read(request)
+    if forms.text(form, "confirm") != "yes":
+        raise errors.BadRequest("confirm that the test case should be deleted")
+    cancelled = await test_cases.delete_case(get_state(request).db, test_case_id, viewer.actor)
+    runs = "run" if cancelled == 1 else "runs"
+    return done(
+        request,
+        f"Test case #{test_case_id} deleted; {cancelled} pending {runs} cancelled.",
+        "/tests",
+    )
