@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     computed_field,
     field_serializer,
     field_validator,
@@ -27,6 +28,7 @@ from testqueue.vocabulary import (
     MAX_SLOTS,
     MAX_TAG_CHARS,
     MAX_TAGS_CHARS,
+    PRIORITY_WORDS,
     TAG_PATTERN,
     PriorityWord,
     Role,
@@ -43,11 +45,34 @@ MAX_JSON_DEPTH = 100
 MAX_URL_CHARS = 2000
 WEB_SCHEMES = ("http://", "https://")
 
-# A number 1..10 or a word; the bounds are in the schema for clients to read.
+
+def _whole(value: object) -> object:
+    """JSON has one number type: 3.0 is the integer 3 (JSON Schema agrees); 3.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Whole numbers, strictly: `true` is not 1, nor "30" a number; 3.0 is 3.
+_WHOLE = BeforeValidator(_whole)
+SlotCount = Annotated[int, Field(strict=True, ge=1, le=MAX_SLOTS), _WHOLE]
+TestCaseRef = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID), _WHOLE]
+TokenDays = Annotated[int, Field(strict=True, ge=1, le=3660), _WHOLE]
+
+
+# A number 1..10 or a word; the schema says both, for clients to read.
 Priority = Annotated[
     int,
     BeforeValidator(partial(parse_priority, digits_in_text=False)),
-    Field(ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY, strict=True),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": HIGHEST_PRIORITY, "maximum": LOWEST_PRIORITY},
+                {"type": "string", "enum": list(PRIORITY_WORDS)},
+            ],
+            "description": f"{HIGHEST_PRIORITY} (highest) to {LOWEST_PRIORITY}, or a word",
+        }
+    ),
 ]
 
 
@@ -150,11 +175,8 @@ class AccessTokenCreate(Strict):
     name: Annotated[
         str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_nul_text)
     ]
-    expires_in_days: int | None = Field(
+    expires_in_days: TokenDays | None = Field(
         default=None,
-        ge=1,
-        le=3660,
-        strict=True,
         description="days until the token stops working; none for no expiry",
     )
 
@@ -332,9 +354,7 @@ class RunRequest(Strict):
 
 
 class BulkRunRequest(RunRequest):
-    test_case_ids: list[Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]] = Field(
-        min_length=1, max_length=MAX_BULK_RUNS
-    )
+    test_case_ids: list[TestCaseRef] = Field(min_length=1, max_length=MAX_BULK_RUNS)
 
 
 class PriorityChange(Strict):
@@ -342,12 +362,9 @@ class PriorityChange(Strict):
 
 
 class QueueSettingsChange(Strict):
-    max_concurrent: int | None = Field(
+    max_concurrent: SlotCount | None = Field(
         description="global slots; null returns to the MAX_CONCURRENT_EXECUTIONS "
         "of the latest worker to start",
-        ge=1,
-        le=MAX_SLOTS,
-        strict=True,  # `true` is not one slot
     )
 
 

@@ -127,6 +127,8 @@ def parse_priority(value: object, *, digits_in_text: bool = True) -> int:
     Form fields and command lines are text, so digits in text count there;
     JSON says what is a number, so the API passes `digits_in_text=False`.
     """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON's 3.0 is the integer 3
     if isinstance(value, str):
         word = value.strip().lower()
         if word in PRIORITY_WORDS:

@@ -179,7 +179,7 @@ async def test_personal_tokens_are_shown_once_kept_hashed_and_revocable(api_only
     assert (await api_only.get("/users/me/tokens"))[0]["last_used_at"] is not None
     _says(
         await api_only.client.post(f"{V1}/auth/logout", headers=bearer),
-        400,
+        409,
         "personal access token",
     )
 

@@ -10,8 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from testqueue import errors
+from testqueue.api import contract
 from testqueue.api.routes import audit, auth, executions, queue_routes, tests, users
-from testqueue.state import get_state
+from testqueue.services import test_cases
+from testqueue.state import AppState, get_state
 
 PREFIX = "/api/v1"
 
@@ -21,6 +23,8 @@ def mount(app: FastAPI) -> None:
     _add_error_handlers(app)
     for module in (auth, users, tests, queue_routes, executions, audit):
         app.include_router(module.router, prefix=PREFIX)
+    state: AppState = app.state.testqueue
+    contract.install(app, sorted(test_cases.runner_kinds(state.registry)))
 
     @app.get(f"{PREFIX}/health", tags=["health"])
     async def health(request: Request) -> dict[str, Any]:

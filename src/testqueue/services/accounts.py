@@ -201,7 +201,7 @@ class Accounts:
     async def sign_out(self, actor: Actor) -> None:
         """End the session the actor signed in with (a personal token is revoked apart)."""
         if actor.session_id is None:
-            raise errors.BadRequest(
+            raise errors.InvalidTransition(
                 "this request carries a personal access token, not a session: revoke the "
                 "token at DELETE /api/v1/users/me/tokens/{id} instead"
             )

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from testqueue.api.contract import errors
 from testqueue.api.deps import AdminActor, State
 from testqueue.params import Offset
 from testqueue.schemas import MAX_PAGE_SIZE, AuditPage
@@ -14,7 +15,7 @@ from testqueue.services import audit_trail
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-@router.get("", responses={401: {}, 403: {}})
+@router.get("", responses=errors(403))
 async def read_audit(
     state: State,
     admin: AdminActor,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from testqueue.api.contract import errors
 from testqueue.api.deps import CurrentActor, State
 from testqueue.schemas import Token
 
@@ -17,7 +18,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/login", responses={401: {}, 429: {}})
+@router.post("/login", responses=errors(401, 429))
 async def login(
     state: State, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
 ) -> Token:
@@ -30,7 +31,7 @@ async def login(
     return Token(access_token=token, expires_in=ttl)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses={400: {}, 401: {}})
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(409))
 async def logout(state: State, actor: CurrentActor) -> Response:
     """End this session: its token stops working at once."""
     await state.accounts.sign_out(actor)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import FileResponse, PlainTextResponse
 
+from testqueue.api.contract import errors
 from testqueue.api.deps import CurrentActor, State
 from testqueue.params import ArtifactId, ExecutionId, Offset, TestCaseId
 from testqueue.schemas import (
@@ -26,7 +27,9 @@ from testqueue.vocabulary import MAX_INT_ID, HistoryStatus, Result
 router = APIRouter(prefix="/executions", tags=["executions"])
 
 
-@router.post("/tests/{test_case_id}/run", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/tests/{test_case_id}/run", status_code=status.HTTP_201_CREATED, responses=errors(404)
+)
 async def run_test_case(
     state: State,
     test_case_id: TestCaseId,
@@ -39,7 +42,7 @@ async def run_test_case(
     return item
 
 
-@router.post("/bulk", status_code=status.HTTP_201_CREATED)
+@router.post("/bulk", status_code=status.HTTP_201_CREATED, responses=errors(404))
 async def run_many(state: State, body: BulkRunRequest, actor: CurrentActor) -> BulkQueued:
     """Queue one run of each test case, in the order given, in one transaction."""
     items = await runs.queue_runs(state.db, body.test_case_ids, actor, runs.options_of(body))
@@ -68,7 +71,7 @@ async def list_executions(
     return await executions.list_executions(state.db, where, limit, offset)
 
 
-@router.get("/{execution_id}")
+@router.get("/{execution_id}", responses=errors(404))
 async def read_execution(
     state: State, execution_id: ExecutionId, _actor: CurrentActor
 ) -> ExecutionPublic:
@@ -76,7 +79,7 @@ async def read_execution(
     return await executions.execution_detail(state.db, state.settings, execution_id)
 
 
-@router.get("/{execution_id}/log", response_class=PlainTextResponse)
+@router.get("/{execution_id}/log", response_class=PlainTextResponse, responses=errors(404))
 async def read_log(
     state: State, execution_id: ExecutionId, _actor: CurrentActor
 ) -> PlainTextResponse:
@@ -84,7 +87,7 @@ async def read_log(
     return PlainTextResponse(await executions.read_log(state.db, execution_id))
 
 
-@router.patch("/{execution_id}")
+@router.patch("/{execution_id}", responses=errors(403, 404, 409))
 async def change_priority(
     state: State, execution_id: ExecutionId, body: PriorityChange, actor: CurrentActor
 ) -> ExecutionPublic:
@@ -93,7 +96,7 @@ async def change_priority(
     return await executions.execution_detail(state.db, state.settings, execution_id)
 
 
-@router.post("/{execution_id}/cancel")
+@router.post("/{execution_id}/cancel", responses=errors(403, 404, 409))
 async def cancel_execution(
     state: State, execution_id: ExecutionId, actor: CurrentActor
 ) -> Cancelled:
@@ -102,7 +105,9 @@ async def cancel_execution(
     return Cancelled(id=execution_id, status=now, message=runs.cancel_message(execution_id, now))
 
 
-@router.delete("/{execution_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{execution_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403, 404, 409)
+)
 async def delete_execution(
     state: State, execution_id: ExecutionId, actor: CurrentActor
 ) -> Response:
@@ -111,7 +116,7 @@ async def delete_execution(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{execution_id}/artifacts/{artifact_id}")
+@router.get("/{execution_id}/artifacts/{artifact_id}", responses=errors(404))
 async def read_artifact(
     state: State, execution_id: ExecutionId, artifact_id: ArtifactId, _actor: CurrentActor
 ) -> FileResponse:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from testqueue.api.contract import errors
 from testqueue.api.deps import AdminActor, CurrentActor, State
 from testqueue.params import Offset
 from testqueue.schemas import (
@@ -57,21 +58,21 @@ async def list_workers(state: State, _actor: CurrentActor) -> list[WorkerPublic]
     return await overview.workers(state.db, state.settings)
 
 
-@router.post("/clear")
+@router.post("/clear", responses=errors(403))
 async def clear_queue(state: State, admin: AdminActor) -> Cleared:
     """Cancel every pending execution in one transaction (admins only); running ones go on."""
     removed = await overview.clear(state.db, admin)
     return Cleared(message=f"{removed} pending executions cancelled", removed_count=removed)
 
 
-@router.post("/pause")
+@router.post("/pause", responses=errors(403))
 async def pause_queue(state: State, admin: AdminActor) -> QueueSettingsPublic:
     """Stop starting new runs (admins only); pending ones keep their place."""
     await overview.set_paused(state.db, admin, True)
     return await overview.read_settings(state.db, state.settings)
 
 
-@router.post("/resume")
+@router.post("/resume", responses=errors(403))
 async def resume_queue(state: State, admin: AdminActor) -> QueueSettingsPublic:
     """Start runs again (admins only)."""
     await overview.set_paused(state.db, admin, False)
@@ -84,7 +85,7 @@ async def queue_settings(state: State, _actor: CurrentActor) -> QueueSettingsPub
     return await overview.read_settings(state.db, state.settings)
 
 
-@router.put("/settings")
+@router.put("/settings", responses=errors(403))
 async def change_queue_settings(
     state: State, body: QueueSettingsChange, admin: AdminActor
 ) -> QueueSettingsPublic:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from testqueue.api.contract import errors
 from testqueue.api.deps import CurrentActor, State
 from testqueue.params import Offset, TestCaseId
 from testqueue.schemas import (
@@ -33,7 +34,7 @@ async def list_test_cases(
     return await test_cases.list_cases(state.db, limit, offset, search, runner)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(403))
 async def create_test_case(
     state: State, body: TestCaseCreate, actor: CurrentActor
 ) -> TestCasePublic:
@@ -41,7 +42,7 @@ async def create_test_case(
     return await test_cases.create_case(state.db, state.registry, body, actor)
 
 
-@router.get("/{test_case_id}")
+@router.get("/{test_case_id}", responses=errors(404))
 async def read_test_case(
     state: State, test_case_id: TestCaseId, _actor: CurrentActor
 ) -> TestCasePublic:
@@ -49,7 +50,7 @@ async def read_test_case(
     return await test_cases.read_case(state.db, test_case_id)
 
 
-@router.put("/{test_case_id}")
+@router.put("/{test_case_id}", responses=errors(403, 404, 409))
 async def update_test_case(
     state: State, test_case_id: TestCaseId, body: TestCaseUpdate, actor: CurrentActor
 ) -> TestCasePublic:
@@ -57,7 +58,9 @@ async def update_test_case(
     return await test_cases.update_case(state.db, state.registry, test_case_id, body, actor)
 
 
-@router.delete("/{test_case_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{test_case_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403, 404, 409)
+)
 async def delete_test_case(state: State, test_case_id: TestCaseId, actor: CurrentActor) -> Response:
     """Delete a test case; its pending runs are cancelled, its history is kept."""
     await test_cases.delete_case(state.db, test_case_id, actor)
