@@ -162,3 +162,19 @@ def wait_for(probe: Any, accept: Any, timeout: float = 20.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s; last value: {value!r}")
         time.sleep(0.02)
+
+
+def wait_for_progress(probe: Any, target: int, stall_s: float = 30.0) -> None:
+    """Until `probe()` reaches `target`, failing only when it stops moving for `stall_s`.
+
+    A busy machine makes work slower, not stuck: the bound is on the lack of
+    progress, not on the total time.
+    """
+    last, moved_at = probe(), time.monotonic()
+    while last < target:
+        time.sleep(0.2)
+        now = probe()
+        if now != last:
+            last, moved_at = now, time.monotonic()
+        elif time.monotonic() - moved_at > stall_s:
+            raise AssertionError(f"stuck at {last} of {target} for {stall_s} s")

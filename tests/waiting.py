@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,3 +49,23 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def process_start_s(samples: int = 5) -> float:
+    """This machine's pace right now: the median seconds to start and reap `true`.
+
+    About a millisecond or two on an idle machine; many times that beside other
+    work. Time bounds in tests grow with it (`allowance`), so a bound that
+    proves "promptly" on an idle laptop holds on a busy CI host too.
+    """
+    times = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        subprocess.run(["true"], check=True)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def allowance(nominal_s: float) -> float:
+    """`nominal_s`, plus what the machine's present pace adds (50 process starts' worth)."""
+    return nominal_s + 50 * process_start_s()

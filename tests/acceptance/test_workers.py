@@ -15,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from process import Process, Server, held_argv, wait_for
+from process import Process, Server, held_argv, wait_for, wait_for_progress
 from spans import max_overlap
 from testqueue.queue.postgres import libpq_dsn
+from waiting import allowance
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,10 @@ def test_four_workers_race_over_2000_runs_within_five_slots(
     tmp_path: Path, postgres_url: str, cluster: list[Process]
 ) -> None:
     server = _api(tmp_path, postgres_url, cluster)
+    # Leases no CPU starvation can outlast: this test is about the limit and
+    # running once, not recovery (beside other work, a beat can be seconds late).
     for _ in range(4):
-        _worker(tmp_path, postgres_url, cluster, worker_concurrency=2)
+        _worker(tmp_path, postgres_url, cluster, worker_concurrency=2, lease_ttl=120)
     wait_for(lambda: _live_workers(server), lambda n: n == 4)
     runs = tmp_path / "runs"
     test_id = server.call(
@@ -70,10 +73,8 @@ def test_four_workers_race_over_2000_runs_within_five_slots(
     )["id"]
     for _ in range(RUNS // 1000):
         server.call("POST", "/executions/bulk", json={"test_case_ids": [test_id] * 1000})
-    wait_for(
-        lambda: server.call("GET", "/executions?status=completed&limit=1")["total"],
-        lambda n: n == RUNS,
-        timeout=240,
+    wait_for_progress(
+        lambda: server.call("GET", "/executions?status=completed&limit=1")["total"], RUNS
     )
 
     with psycopg.connect(libpq_dsn(postgres_url)) as conn:
@@ -123,7 +124,7 @@ def test_kill_9_of_a_worker_its_runs_move_to_another_never_twice(
             lambda d: d["status"] == "running" and d["attempt"] == 2,
             timeout=15,
         )
-    assert time.monotonic() - killed_at < 3 + 2, "recovered within the lease"
+    assert time.monotonic() - killed_at < allowance(3 + 2), "recovered within the lease"
     active = server.call("GET", "/executions/queue/active")["executions"]
     assert {a["worker_id"].split(":")[1] for a in active} == {str(survivor.pid)}
     assert not (marks / "TWICE").exists()
@@ -143,9 +144,10 @@ def test_cancel_reaches_a_run_on_another_host_within_a_second(
     execution_id = server.call("POST", f"/executions/tests/{test_id}/run")["id"]
     wait_for(lambda: (marks / str(execution_id)).exists(), bool)
 
+    within = allowance(1.0)
     begin = time.monotonic()
     answer = server.call("POST", f"/executions/{execution_id}/cancel")
-    assert time.monotonic() - begin < 1.0
+    assert time.monotonic() - begin < within
     assert answer["status"] == "cancelled"
 
 

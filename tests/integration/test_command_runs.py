@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import STAND_IN, Api
 from testqueue import queue
 from testqueue.vocabulary import Progress, Result, StepRecord
-from waiting import until
+from waiting import allowance, until
 
 
 def _gated(gate: Path, before: str = "echo first") -> list[str]:
@@ -50,9 +50,10 @@ async def test_cancel_of_a_running_command_answers_cancelled_within_a_second(
         return response.text
 
     await until(log, lambda text: text == "up\n")
+    within = allowance(1.0)
     begin = time.monotonic()
     response = await api.client.post(f"/api/v1/executions/{execution_id}/cancel", headers=api.admin)
-    assert time.monotonic() - begin < 1.0
+    assert time.monotonic() - begin < within
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     detail = await api.get(f"/executions/{execution_id}")
@@ -69,7 +70,7 @@ async def test_timeout_of_a_command_is_recorded(api: Api) -> None:
     )
     assert detail["result"] == "timeout"
     assert "timed out after 0.5 s" in detail["error_message"]
-    assert detail["run_seconds"] < 3
+    assert detail["run_seconds"] < allowance(3), "stopped at its 0.5 s, long before its 30 s"
 
 
 async def test_an_unknown_runner_kind_is_refused_when_saved(api: Api) -> None:
