@@ -16,6 +16,7 @@ from testqueue.dispatcher import Dispatcher
 from testqueue.middleware import BodyLimit, DatabaseLost
 from testqueue.runners import Registry
 from testqueue.services.accounts import Accounts, Bootstrap
+from testqueue.shutdown import StopSignal
 from testqueue.state import AppState
 
 
@@ -36,8 +37,12 @@ def create_app(
         accounts=Accounts(settings, db, hasher),
     )
 
+    stop = StopSignal()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Inside the server's own signal handling, so there is one to wrap.
+        stop.install()
         await asyncio.to_thread(migrate, settings)
         bootstrap = await state.accounts.start()
         if bootstrap is not None and on_bootstrap is not None:
@@ -52,6 +57,7 @@ def create_app(
                 await state.dispatcher.stop()
             state.accounts.close()
             await state.db.dispose()
+            stop.remove()
 
     app = FastAPI(
         title="testqueue",
@@ -60,6 +66,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.testqueue = state
+    app.state.stop_signal = stop
     app.add_middleware(DatabaseLost)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     api.mount(app)

@@ -215,8 +215,10 @@ class Dispatcher:
             # Claimed again after its lease ran out while it still runs here
             # (heartbeats held up): the same run goes on, as the new attempt.
             previous.claimed = claimed
+            previous.record.attempt = claimed.attempt
             return
-        run = Run(claimed, RunRecord(claimed.id, self._settings.log_max_bytes))
+        record = RunRecord(claimed.id, self._settings.log_max_bytes, claimed.attempt)
+        run = Run(claimed, record)
         self._runs[claimed.id] = run
         # An old copy still stopping here must be gone before the new one starts.
         after = previous.task if previous is not None else None
@@ -233,14 +235,12 @@ class Dispatcher:
                 self._idle.set()
             return
         self._finished.append(
-            queue.Finished(
-                id=run.claimed.id,
-                attempt=run.claimed.attempt,
-                result=outcome.result,
-                exit_code=outcome.exit_code,
-                error_message=outcome.error_message,
-                steps=run.record.step_counts(),
-                progress=run.record.take_progress(),
+            run.claimed.ended(
+                outcome.result,
+                outcome.exit_code,
+                outcome.error_message,
+                run.record.step_counts(),
+                run.record.final_progress(),
             )
         )
         self._db.wakeups.wake()

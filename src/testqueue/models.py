@@ -72,6 +72,10 @@ class TestCase(Base):
     command: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     timeout_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     required_tags: Mapped[str] = mapped_column(String(500), default="")
+    # Labels people select by (suites, batches), fenced like required_tags.
+    tags: Mapped[str] = mapped_column(String(500), default="")
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_on: Mapped[str] = mapped_column(String(100), default=",error,fail,timeout,")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Every write sets it; workers keep a test case they read until it changes.
@@ -109,6 +113,17 @@ class Execution(Base):
     passed_steps: Mapped[int] = mapped_column(Integer, default=0)
     failed_steps: Mapped[int] = mapped_column(Integer, default=0)
     skipped_steps: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("batches.id", ondelete="SET NULL"),
+        nullable=True,
+    )
+    # Retries: how many it may have, after which results (fenced), how many it had.
+    # `attempt` counts retries and lost workers alike; MAX_ATTEMPTS counts the latter.
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_on: Mapped[str] = mapped_column(String(100), default="")
+    retried: Mapped[int] = mapped_column(Integer, default=0)
+    flaky: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
         # The line itself: the claim and every position count walk this index.
@@ -130,15 +145,19 @@ class Execution(Base):
         ),
         Index("ix_executions_test_case", "test_case_id", "id"),
         Index("ix_executions_user", "user_id", "id"),
+        Index("ix_executions_batch", "batch_id", "id"),
     )
 
 
 class ExecutionLog(Base):
+    """The output of one attempt of an execution; earlier attempts keep theirs."""
+
     __tablename__ = "execution_logs"
 
     execution_id: Mapped[int] = mapped_column(
         ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
     )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
     content: Mapped[str] = mapped_column(Text, default="")
     cut_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
@@ -150,6 +169,7 @@ class ExecutionStep(Base):
     execution_id: Mapped[int] = mapped_column(
         ForeignKey("executions.id", ondelete="CASCADE"), index=True
     )
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
     number: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(32))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -166,12 +186,78 @@ class Artifact(Base):
     execution_id: Mapped[int] = mapped_column(
         ForeignKey("executions.id", ondelete="CASCADE"), index=True
     )
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(1000))
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExecutionAttempt(Base):
+    """An attempt that ended without ending its execution: retried, or its worker lost."""
+
+    __tablename__ = "execution_attempts"
+
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime] = mapped_column(default=utcnow)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    passed_steps: Mapped[int] = mapped_column(Integer, default=0)
+    failed_steps: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_steps: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Suite(Base):
+    """A named, saved selection of test cases: explicit ids and/or tags."""
+
+    __tablename__ = "suites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    test_case_ids: Mapped[list[Any]] = mapped_column(default=list)
+    tags: Mapped[str] = mapped_column(String(500), default="")
+    tag_mode: Mapped[str] = mapped_column(String(8), default="any")
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    """Executions queued together, with one verdict; status and counts are read off them."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    suite_id: Mapped[int | None] = mapped_column(
+        ForeignKey("suites.id", ondelete="SET NULL"), nullable=True
+    )
+    rerun_of: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("batches.id", ondelete="SET NULL"),
+        nullable=True,
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    environment: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    base_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    triggered_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Worker(Base):

@@ -12,8 +12,9 @@ from testqueue.vocabulary import ArtifactRecord, Progress, StepRecord
 class RunRecord:
     """A `Reporter` for one execution."""
 
-    def __init__(self, execution_id: int, max_log_bytes: int) -> None:
+    def __init__(self, execution_id: int, max_log_bytes: int, attempt: int = 1) -> None:
         self.execution_id = execution_id
+        self.attempt = attempt
         self._head_limit = max_log_bytes // 4
         self._tail_limit = max_log_bytes - self._head_limit
         self._head = bytearray()
@@ -67,9 +68,29 @@ class RunRecord:
             return None
         progress = Progress(
             execution_id=self.execution_id,
+            attempt=self.attempt,
             log=self.text() if self._log_dirty else None,
             cut_bytes=self._cut,
             steps=list(self._steps) if self._steps_dirty else None,
+            artifacts=self._new_artifacts,
+        )
+        self._log_dirty = self._steps_dirty = False
+        self._new_artifacts = []
+        return progress
+
+    def final_progress(self) -> Progress:
+        """Everything the run reported, for the record of how it ended.
+
+        The whole log and every step, whatever a heartbeat took before: that
+        heartbeat may find the run already ended and save nothing of it. The
+        artifacts are the ones not taken yet (a heartbeat keeps those it took).
+        """
+        progress = Progress(
+            execution_id=self.execution_id,
+            attempt=self.attempt,
+            log=self.text(),
+            cut_bytes=self._cut,
+            steps=list(self._steps),
             artifacts=self._new_artifacts,
         )
         self._log_dirty = self._steps_dirty = False

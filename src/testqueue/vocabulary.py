@@ -43,6 +43,41 @@ class HistoryStatus(StrEnum):
 
 FAILED_RESULTS = (Result.FAIL, Result.ERROR, Result.TIMEOUT)
 
+# A test case (or a batch) may try a run again after these results, this many times.
+MAX_RETRIES = 5
+RETRYABLE_RESULTS = FAILED_RESULTS
+
+
+class Verdict(StrEnum):
+    """A batch's one word, once nothing in it waits or runs."""
+
+    PASS = "pass"  # every execution passed (flaky ones included)
+    FAIL = "fail"  # at least one failed
+    ERROR = "error"  # none failed, at least one could not run
+    TIMEOUT = "timeout"  # none failed or errored, at least one timed out
+    CANCELLED = "cancelled"  # the rest passed, but some were cancelled
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"  # something waits and nothing runs yet
+    RUNNING = "running"  # something runs
+    COMPLETED = "completed"  # everything ended
+    CANCELLED = "cancelled"  # it was cancelled, and everything ended
+
+
+class TagMode(StrEnum):
+    ANY = "any"  # a test case with any of the tags
+    ALL = "all"  # a test case with all of the tags
+
+
+def verdict_of(results: dict[str, int], cancelled: int) -> Verdict:
+    """The verdict of finished executions: how many ended with each result, and cancelled."""
+    for verdict in (Verdict.FAIL, Verdict.ERROR, Verdict.TIMEOUT):
+        if results.get(verdict.value, 0):
+            return verdict
+    return Verdict.CANCELLED if cancelled else Verdict.PASS
+
+
 # Every move an execution may make. `queue.moves` builds each UPDATE from this
 # table, so a move that is not here cannot be written.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -232,6 +267,7 @@ class Progress:
     """What a run reported since it was last saved; None fields are unchanged."""
 
     execution_id: int
+    attempt: int = 1
     log: str | None = None
     cut_bytes: int = 0
     steps: Sequence[StepRecord] | None = None

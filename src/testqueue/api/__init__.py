@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse
 
 from testqueue import errors
 from testqueue.api import contract
-from testqueue.api.routes import audit, auth, executions, queue_routes, tests, users
+from testqueue.api.routes import (
+    audit,
+    auth,
+    batches,
+    executions,
+    queue_routes,
+    suites,
+    tests,
+    users,
+)
 from testqueue.services import test_cases
 from testqueue.state import AppState, get_state
 
@@ -21,7 +30,7 @@ PREFIX = "/api/v1"
 def mount(app: FastAPI) -> None:
     """Add the API's routes and its error answers to `app`."""
     _add_error_handlers(app)
-    for module in (auth, users, tests, queue_routes, executions, audit):
+    for module in (auth, users, tests, suites, batches, queue_routes, executions, audit):
         app.include_router(module.router, prefix=PREFIX)
     state: AppState = app.state.testqueue
     contract.install(app, sorted(test_cases.runner_kinds(state.registry)))

@@ -6,6 +6,7 @@ Every move is built from `vocabulary.TRANSITIONS` (`moves`) and guarded by
 id`, and positions are counted from it when read, never stored.
 
     enqueue     put runs in line                  changes    cancel, move in line
+    batches     many runs as one, cancel them      retries    try again, keep each attempt
     claim       record finished, claim free slots  leases     heartbeat, recovery, hand-back
     progress    save logs, steps, artifacts        switches   pause, slots, clear
     order       the line's order and filters      positions  count a place in line
@@ -14,6 +15,7 @@ id`, and positions are counted from it when read, never stored.
 
 from __future__ import annotations
 
+from testqueue.queue.batches import NewBatch, cancel_batch, enqueue_batch
 from testqueue.queue.changes import cancel, cancel_pending_of, set_priority
 from testqueue.queue.claim import CaseCache, Claimed, Claimer, Finished, settle
 from testqueue.queue.enqueue import Queued, RunOptions, enqueue
@@ -27,6 +29,7 @@ from testqueue.queue.leases import (
 )
 from testqueue.queue.positions import count_ahead, position_of
 from testqueue.queue.progress import save_progress
+from testqueue.queue.retries import wants_retry
 from testqueue.queue.switches import clear, declare_slots, set_max_concurrent, set_paused
 
 __all__ = [
@@ -35,15 +38,18 @@ __all__ = [
     "Claimed",
     "Claimer",
     "Finished",
+    "NewBatch",
     "Queued",
     "RunOptions",
     "cancel",
+    "cancel_batch",
     "cancel_pending_of",
     "clear",
     "count_ahead",
     "dead_workers",
     "declare_slots",
     "enqueue",
+    "enqueue_batch",
     "expire_workers",
     "heartbeat",
     "position_of",
@@ -54,4 +60,5 @@ __all__ = [
     "set_paused",
     "set_priority",
     "settle",
+    "wants_retry",
 ]

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, bindparam, case, func, select
+from sqlalchemy import ColumnElement, Integer, and_, bindparam, case, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, TestCase, utcnow
-from testqueue.queue import dialect, moves
+from testqueue.queue import dialect, moves, retries
 from testqueue.queue.order import LINE_ORDER, PENDING, RUNNING, line_filter
 from testqueue.queue.progress import save_progress, storable
 from testqueue.queue.status import slots_in_force
@@ -52,6 +52,32 @@ class Claimed:
     browser: str | None
     environment: str | None
     case: CaseSpec | None  # None when the test case was deleted
+    queued_at: datetime | None = None
+    retries: int = 0
+    retried: int = 0
+    retry_on: str = ""
+
+    def ended(
+        self,
+        result: Result | None,
+        exit_code: int | None,
+        error_message: str | None,
+        steps: tuple[int, int, int, int] = (0, 0, 0, 0),
+        progress: Progress | None = None,
+    ) -> Finished:
+        """How this run ended, ready to record: tried again when its retries say so."""
+        return Finished(
+            id=self.id,
+            attempt=self.attempt,
+            result=result,
+            exit_code=exit_code,
+            error_message=error_message,
+            steps=steps,
+            progress=progress,
+            priority=self.priority,
+            queued_at=self.queued_at,
+            retry=retries.wants_retry(result, self.retries, self.retried, self.retry_on),
+        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,9 @@ class Finished:
     error_message: str | None
     steps: tuple[int, int, int, int] = (0, 0, 0, 0)  # total, passed, failed, skipped
     progress: Progress | None = None
+    priority: int = 0
+    queued_at: datetime | None = None
+    retry: bool = False  # back in line as the next attempt instead of completing
 
 
 @dataclass(frozen=True)
@@ -123,8 +152,13 @@ async def settle(
         if conn is None:
             return []
         if finished:
-            await _record_finished(conn, claimer.worker_id, finished)
             await save_progress(conn, [f.progress for f in finished if f.progress])
+            tried_again = await retries.retry(
+                conn, claimer.worker_id, [f for f in finished if f.retry and f.queued_at]
+            )
+            ending = [f for f in finished if f.id not in tried_again]
+            if ending:
+                await _record_finished(conn, claimer.worker_id, ending)
         claimed = await _claim(db, conn, claimer, want, cases or CaseCache(0)) if want > 0 else []
         if finished:
             await dialect.signal(db, conn, f"freed:{claimer.worker_id}")
@@ -151,7 +185,9 @@ _FINISH = moves.move_either(
     # The attempt guards against a lease lost and the run claimed again meanwhile.
     E.attempt == bindparam("f_attempt"),
     E.worker_id == bindparam("f_worker"),
-    result=case((E.cancel_requested, None), else_=bindparam("f_result")),
+    result=case((E.cancel_requested, None), else_=bindparam("f_result", type_=E.result.type)),
+    # A pass after a retry is a pass, and flaky.
+    flaky=and_(E.retried > 0, bindparam("f_result", type_=E.result.type) == literal("pass")),
     exit_code=bindparam("f_exit_code"),
     error_message=bindparam("f_error"),
     completed_at=bindparam("f_now"),
@@ -237,6 +273,9 @@ def _take(tags: frozenset[str], dialect_name: str) -> Any:
         E.base_url,
         E.browser,
         E.environment,
+        E.retries,
+        E.retried,
+        E.retry_on,
         _CASE_VERSION.label("case_version"),
     )
 
@@ -267,6 +306,10 @@ async def _claim(
             browser=r.browser,
             environment=r.environment,
             case=rows.get(r.test_case_id),
+            queued_at=r.queued_at,
+            retries=r.retries,
+            retried=r.retried,
+            retry_on=r.retry_on,
         )
         for r in taken
     ]

@@ -8,12 +8,23 @@ ways of queueing build from that.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, bindparam, case, func, insert, literal, select
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
 
 from testqueue import errors
 from testqueue.database import Conn, Database
@@ -34,6 +45,9 @@ class RunOptions:
     environment: str | None = None
     base_url: str | None = None
     triggered_by: str | None = None
+    batch_id: int | None = None
+    retries: int | None = None
+    retry_on: str | None = None  # fenced results, as `vocabulary.encode_tags` writes them
 
 
 @dataclass(frozen=True)
@@ -53,9 +67,11 @@ NEW_RUN: dict[str, Any] = {
     "passed_steps": 0,
     "failed_steps": 0,
     "skipped_steps": 0,
+    "retried": 0,
+    "flaky": False,
 }
 # Taken from the request as given.
-GIVEN = ("user_id", "browser", "environment", "triggered_by")
+GIVEN = ("user_id", "browser", "environment", "triggered_by", "batch_id")
 
 
 def _run_priority() -> Any:
@@ -73,6 +89,14 @@ def _run_base_url() -> Any:
     )
 
 
+def _run_retries() -> tuple[Any, Any]:
+    """A new run's retries and the results they follow: the request's, else its test case's."""
+    return (
+        func.coalesce(bindparam("retries", type_=Integer), TestCase.retries),
+        func.coalesce(bindparam("retry_on", type_=E.retry_on.type), TestCase.retry_on),
+    )
+
+
 def _one_run_insert() -> Any:
     """INSERT INTO executions SELECT <a new run> FROM test_cases WHERE id = :case_id."""
     columns = E.__table__.c
@@ -87,6 +111,8 @@ def _one_run_insert() -> Any:
             E.queued_at: bindparam("now", type_=E.queued_at.type),
             E.required_tags: TestCase.required_tags,
             E.base_url: _run_base_url(),
+            E.retries: _run_retries()[0],
+            E.retry_on: _run_retries()[1],
         }
     )
     source = select(*values.values()).where(
@@ -107,6 +133,7 @@ def _cases_statement() -> Any:
     priority, or of equal priority queued at that instant or before, is ahead.
     """
     priority = _run_priority()
+    retries, retry_on = _run_retries()
     queued_at = bindparam("now", type_=DateTime(True))
     higher = select(func.count()).where(PENDING, E.priority < priority)
     equal = select(func.count()).where(PENDING, E.priority == priority, E.queued_at <= queued_at)
@@ -115,6 +142,8 @@ def _cases_statement() -> Any:
         TestCase.required_tags,
         priority.label("run_priority"),
         _run_base_url().label("run_base_url"),
+        retries.label("run_retries"),
+        retry_on.label("run_retry_on"),
         (higher.scalar_subquery() + equal.scalar_subquery()).label("ahead"),
     ).where(TestCase.id.in_(bindparam("ids", expanding=True)), TestCase.archived_at.is_(None))
 
@@ -133,19 +162,63 @@ async def enqueue(
     if len(test_case_ids) == 1:
         return [await _enqueue_one(db, test_case_ids[0], user_id, options)]
     async with db.write() as conn:
-        now = utcnow()
-        cases = await _load_cases(conn, set(test_case_ids), options, now)
-        given = _given(user_id, options)
-        rows = [_new_row(cases[case_id], given, now) for case_id in test_case_ids]
-        inserted = (await conn.execute(_INSERT, rows)).all()
-        # Other hosts hear of it from the database: on PostgreSQL every INSERT
-        # into executions sends the NOTIFY (migration 0003).
+        queued = await queue_in(conn, test_case_ids, user_id, options)
     db.wakeups.wake()
-    positions = _positions_of_new(inserted, {case_id: c.ahead for case_id, c in cases.items()})
+    return queued
+
+
+async def queue_in(
+    conn: Conn,
+    test_case_ids: Sequence[int],
+    user_id: int | None,
+    options: RunOptions,
+    priorities: Sequence[int] | None = None,
+) -> list[Queued]:
+    now = utcnow()
+    cases = await _load_cases(conn, set(test_case_ids), options, now)
+    given = _given(user_id, options)
+    rows = [_new_row(cases[case_id], given, now) for case_id in test_case_ids]
+    ahead_of_case = {case_id: c.ahead for case_id, c in cases.items()}
+
+    def ahead(row: Any) -> int:
+        return int(ahead_of_case[row.test_case_id])
+
+    if priorities is not None:
+        for row, priority in zip(rows, priorities, strict=True):
+            row["priority"] = priority
+        of_priority = await _ahead_of_priorities(conn, set(priorities), now)
+
+        def ahead(row: Any) -> int:
+            return of_priority[row.priority]
+
+    inserted = (await conn.execute(_INSERT, rows)).all()
+    # Other hosts hear of it from the database: on PostgreSQL every INSERT
+    # into executions sends the NOTIFY (migration 0003).
+    positions = _positions_of_new(inserted, ahead)
     return [
         Queued(r.id, r.test_case_id, r.priority, position)
         for r, position in zip(inserted, positions, strict=True)
     ]
+
+
+_AHEAD_OF_PRIORITY = select(func.count()).where(
+    PENDING,
+    or_(
+        E.priority < bindparam("p", type_=Integer),
+        and_(
+            E.priority == bindparam("p", type_=Integer),
+            E.queued_at <= bindparam("now", type_=DateTime(True)),
+        ),
+    ),
+)
+
+
+async def _ahead_of_priorities(conn: Conn, priorities: set[int], now: datetime) -> dict[int, int]:
+    """For runs queued now at each of these priorities, how many pending runs are ahead."""
+    ahead = {}
+    for p in priorities:
+        ahead[p] = int((await conn.execute(_AHEAD_OF_PRIORITY, {"p": p, "now": now})).scalar_one())
+    return ahead
 
 
 def _given(user_id: int | None, options: RunOptions) -> dict[str, Any]:
@@ -167,6 +240,8 @@ async def _enqueue_one(
         "case_id": test_case_id,
         "priority": options.priority,
         "base_url": options.base_url,
+        "retries": options.retries,
+        "retry_on": options.retry_on,
         "now": now,
     }
     async with db.write_one() as conn:
@@ -178,7 +253,7 @@ async def _enqueue_one(
     return Queued(row.id, row.test_case_id, row.priority, ahead + 1)
 
 
-def _positions_of_new(inserted: Sequence[Any], ahead_of_case: dict[int, int]) -> list[int]:
+def _positions_of_new(inserted: Sequence[Any], ahead: Callable[[Any], int]) -> list[int]:
     """Positions of rows just queued together, from the runs that were pending before them.
 
     They share `queued_at` (the newest in the line) and ids rise in the order
@@ -194,9 +269,7 @@ def _positions_of_new(inserted: Sequence[Any], ahead_of_case: dict[int, int]) ->
     seen: Counter[int] = Counter()
     positions = []
     for row in inserted:
-        positions.append(
-            ahead_of_case[row.test_case_id] + higher[row.priority] + seen[row.priority] + 1
-        )
+        positions.append(ahead(row) + higher[row.priority] + seen[row.priority] + 1)
         seen[row.priority] += 1
     return positions
 
@@ -208,6 +281,8 @@ async def _load_cases(
         "ids": list(ids),
         "priority": options.priority,
         "base_url": options.base_url,
+        "retries": options.retries,
+        "retry_on": options.retry_on,
         "now": now,
     }
     found = {row.id: row for row in (await conn.execute(_CASES, params)).all()}
@@ -228,4 +303,6 @@ def _new_row(case_row: Any, given: dict[str, Any], now: datetime) -> dict[str, A
         "queued_at": now,
         "required_tags": case_row.required_tags,
         "base_url": case_row.run_base_url,
+        "retries": case_row.run_retries,
+        "retry_on": case_row.run_retry_on,
     }

@@ -9,7 +9,7 @@ cleanly hands its runs back with their attempt unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select, update
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, Worker, utcnow
-from testqueue.queue import dialect, moves
+from testqueue.queue import dialect, moves, retries
 from testqueue.queue.claim import Claimer
 from testqueue.queue.progress import save_progress
 from testqueue.vocabulary import (
@@ -93,7 +93,12 @@ async def heartbeat(
             )
             rows = (await conn.execute(renew.returning(E.id, E.cancel_requested))).all()
         held = frozenset(row.id for row in rows)
-        await save_progress(conn, [p for p in progress if p.execution_id in held])
+        # A run that ended meanwhile has its whole log and steps in its finish;
+        # the files it reported since belong to it all the same (append only).
+        await save_progress(
+            conn,
+            [p if p.execution_id in held else replace(p, log=None, steps=None) for p in progress],
+        )
         recovered = await _recover_expired(conn, now, max_attempts)
         await conn.execute(delete(Worker).where(Worker.last_seen_at < now - STALE_WORKER_AGE))
         if recovered:
@@ -108,6 +113,7 @@ async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
     """Runs whose lease ran out go back to their place in line, or end after MAX_ATTEMPTS."""
     expired = E.lease_expires_at < now
     lost = {"worker_id": None, "lease_expires_at": None}
+    await retries.keep_lost(conn, expired, now=now)
     cancelled = await conn.execute(
         moves.move(
             Status.RUNNING,
@@ -124,7 +130,8 @@ async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
             Status.RUNNING,
             Status.COMPLETED,
             expired,
-            E.attempt >= max_attempts,
+            # Retries are the test's own tries; only lost workers count here.
+            E.attempt - E.retried >= max_attempts,
             result=Result.ERROR,
             completed_at=now,
             error_message=f"its worker was lost in each of {max_attempts} attempts (MAX_ATTEMPTS)",

@@ -18,7 +18,9 @@ from testqueue.vocabulary import ArtifactRecord, Progress, StepRecord
 
 # INSERT ... ON CONFLICT (execution_id) DO UPDATE: one statement, first save or not.
 _LOG_UPSERTS = {
-    d.name: d.upsert(ExecutionLog, [ExecutionLog.execution_id], ["content", "cut_bytes"])
+    d.name: d.upsert(
+        ExecutionLog, [ExecutionLog.execution_id, ExecutionLog.attempt], ["content", "cut_bytes"]
+    )
     for d in (dialect.SQLITE, dialect.POSTGRES)
 }
 
@@ -28,21 +30,28 @@ async def save_progress(conn: Conn, progress: Sequence[Progress]) -> None:
     logs = [p for p in progress if p.log is not None]
     if logs:
         rows = [
-            {"execution_id": p.execution_id, "content": storable(p.log), "cut_bytes": p.cut_bytes}
+            {
+                "execution_id": p.execution_id,
+                "attempt": p.attempt,
+                "content": storable(p.log),
+                "cut_bytes": p.cut_bytes,
+            }
             for p in logs
         ]
         await conn.execute(_LOG_UPSERTS[dialect.of_connection(conn).name], rows)
     steps = [p for p in progress if p.steps is not None]
     if steps:
-        await conn.execute(
-            delete(ExecutionStep).where(
-                ExecutionStep.execution_id.in_([p.execution_id for p in steps])
+        for p in steps:
+            await conn.execute(
+                delete(ExecutionStep).where(
+                    ExecutionStep.execution_id == p.execution_id,
+                    ExecutionStep.attempt == p.attempt,
+                )
             )
-        )
-        rows = [_step_row(p.execution_id, step) for p in steps for step in p.steps or ()]
+        rows = [_step_row(p, step) for p in steps for step in p.steps or ()]
         if rows:
             await conn.execute(insert(ExecutionStep), rows)
-    artifacts = [_artifact_row(p.execution_id, a) for p in progress for a in p.artifacts]
+    artifacts = [_artifact_row(p, a) for p in progress for a in p.artifacts]
     if artifacts:
         await conn.execute(insert(Artifact), artifacts)
 
@@ -57,9 +66,10 @@ def storable(value: str | None) -> str | None:
     return None if value is None else value.replace("\0", "\N{REPLACEMENT CHARACTER}")
 
 
-def _step_row(execution_id: int, step: StepRecord) -> dict[str, Any]:
+def _step_row(progress: Progress, step: StepRecord) -> dict[str, Any]:
     return {
-        "execution_id": execution_id,
+        "execution_id": progress.execution_id,
+        "attempt": progress.attempt,
         "number": step.number,
         "action": step.action,
         "description": storable(step.description),
@@ -70,10 +80,11 @@ def _step_row(execution_id: int, step: StepRecord) -> dict[str, Any]:
     }
 
 
-def _artifact_row(execution_id: int, artifact: ArtifactRecord) -> dict[str, Any]:
+def _artifact_row(progress: Progress, artifact: ArtifactRecord) -> dict[str, Any]:
     size = artifact.path.stat().st_size if artifact.path.exists() else 0
     return {
-        "execution_id": execution_id,
+        "execution_id": progress.execution_id,
+        "attempt": progress.attempt,
         "kind": artifact.kind,
         "name": artifact.name,
         "path": str(artifact.path),

@@ -18,6 +18,7 @@ from testqueue.database import Conn, Database
 from testqueue.models import (
     Artifact,
     Execution,
+    ExecutionAttempt,
     ExecutionLog,
     ExecutionStep,
     TestCase,
@@ -26,6 +27,7 @@ from testqueue.models import (
 from testqueue.queue import count_ahead
 from testqueue.queue import status as queue_status
 from testqueue.schemas import ArtifactPublic, ExecutionPage, ExecutionPublic, StepPublic
+from testqueue.schemas.executions import AttemptPublic
 from testqueue.services.accounts import Actor
 from testqueue.vocabulary import FAILED_RESULTS, HistoryStatus, Result, Status
 
@@ -69,7 +71,7 @@ def _console_log() -> Any:
     start = case((length > CONSOLE_LOG_CHARS, length - CONSOLE_LOG_CHARS + 1), else_=1)
     return (
         select(func.substr(ExecutionLog.content, start))
-        .where(ExecutionLog.execution_id == E.id)
+        .where(ExecutionLog.execution_id == E.id, ExecutionLog.attempt == E.attempt)
         .scalar_subquery()
         .label("console_log")
     )
@@ -78,13 +80,24 @@ def _console_log() -> Any:
 _ONE = _selection().add_columns(_console_log()).where(E.id == bindparam("execution_id"))
 _STEPS = (
     select(ExecutionStep.__table__)
-    .where(ExecutionStep.execution_id == bindparam("execution_id"))
+    .where(
+        ExecutionStep.execution_id == bindparam("execution_id"),
+        ExecutionStep.attempt == bindparam("attempt"),
+    )
     .order_by(ExecutionStep.number)
 )
 _ARTIFACTS = (
     select(Artifact.__table__)
-    .where(Artifact.execution_id == bindparam("execution_id"))
+    .where(
+        Artifact.execution_id == bindparam("execution_id"),
+        Artifact.attempt == bindparam("attempt"),
+    )
     .order_by(Artifact.id)
+)
+_ENDED_ATTEMPTS = (
+    select(ExecutionAttempt.__table__)
+    .where(ExecutionAttempt.execution_id == bindparam("execution_id"))
+    .order_by(ExecutionAttempt.attempt)
 )
 
 
@@ -96,10 +109,16 @@ async def load_execution(conn: Conn, execution_id: int) -> Any:
 
 
 async def execution_rows(
-    conn: Conn, where: list[ColumnElement[bool]], limit: int, offset: int
+    conn: Conn,
+    where: list[ColumnElement[bool]],
+    limit: int | None,
+    offset: int,
+    *,
+    oldest_first: bool = False,
 ) -> list[ExecutionPublic]:
+    order = E.id.asc() if oldest_first else E.id.desc()
     rows = await conn.execute(
-        _selection().where(*where).order_by(E.id.desc()).limit(limit).offset(offset)
+        _selection().where(*where).order_by(order).limit(limit).offset(offset)
     )
     return [public(row) for row in rows.mappings()]
 
@@ -135,8 +154,8 @@ async def execution_detail(db: Database, settings: Settings, execution_id: int) 
     async with db.read() as conn:
         row = await load_execution(conn, execution_id)
         detail = public(row)
-        detail.steps = await _steps(conn, execution_id)
-        detail.artifacts = await _artifacts(conn, execution_id)
+        detail.steps = await _steps(conn, execution_id, row["attempt"])
+        detail.artifacts = await _artifacts(conn, execution_id, row["attempt"])
         if row["status"] == Status.PENDING:
             ahead = await count_ahead(conn, row["priority"], row["queued_at"], execution_id)
             slots, running, pending, paused = await queue_status.slots_and_counts(
@@ -151,16 +170,64 @@ async def execution_detail(db: Database, settings: Settings, execution_id: int) 
     return detail
 
 
-async def read_log(db: Database, execution_id: int) -> str:
-    """The captured output so far (stdout and stderr together; saved every heartbeat)."""
+async def read_log(db: Database, execution_id: int, attempt: int | None = None) -> str:
+    """The captured output so far (stdout and stderr together; saved every heartbeat), of
+    the current attempt or of the one asked for."""
     async with db.read() as conn:
-        await load_execution(conn, execution_id)
+        row = await load_execution(conn, execution_id)
+        if attempt is not None and not 1 <= attempt <= row["attempt"]:
+            raise errors.NotFound(
+                f"execution {execution_id} has attempts 1 to {row['attempt']}, not {attempt}"
+            )
         content = (
             await conn.execute(
-                select(ExecutionLog.content).where(ExecutionLog.execution_id == execution_id)
+                select(ExecutionLog.content).where(
+                    ExecutionLog.execution_id == execution_id,
+                    ExecutionLog.attempt == (attempt or row["attempt"]),
+                )
             )
         ).scalar_one_or_none()
     return content or ""
+
+
+async def attempts(db: Database, execution_id: int) -> list[AttemptPublic]:
+    """Every attempt: the ended ones (retried, or lost with their worker), then the current."""
+    async with db.read() as conn:
+        row = await load_execution(conn, execution_id)
+        ended = (await conn.execute(_ENDED_ATTEMPTS, {"execution_id": execution_id})).mappings()
+        listed = [
+            {**dict(a), "status": "lost" if a["result"] is None else "retried"} for a in ended
+        ]
+        current = {k: row[k] for k in _CURRENT_FIELDS}
+        listed.append({**current, "attempt": row["attempt"], "ended_at": row["completed_at"]})
+        out = []
+        for item in listed:
+            number = item["attempt"]
+            out.append(
+                AttemptPublic.model_validate(
+                    {
+                        **item,
+                        "log_url": f"/api/v1/executions/{execution_id}/log?attempt={number}",
+                        "steps": await _steps(conn, execution_id, number),
+                        "artifacts": await _artifacts(conn, execution_id, number),
+                    }
+                )
+            )
+    return out
+
+
+_CURRENT_FIELDS = (
+    "status",
+    "result",
+    "exit_code",
+    "error_message",
+    "started_at",
+    "worker_id",
+    "total_steps",
+    "passed_steps",
+    "failed_steps",
+    "skipped_steps",
+)
 
 
 async def delete_execution(
@@ -204,13 +271,13 @@ _ARTIFACT = select(Artifact.path, Artifact.name, Artifact.content_type).where(
 )
 
 
-async def _steps(conn: Conn, execution_id: int) -> list[StepPublic]:
-    rows = await conn.execute(_STEPS, {"execution_id": execution_id})
+async def _steps(conn: Conn, execution_id: int, attempt: int) -> list[StepPublic]:
+    rows = await conn.execute(_STEPS, {"execution_id": execution_id, "attempt": attempt})
     return [StepPublic.model_validate(dict(row)) for row in rows.mappings()]
 
 
-async def _artifacts(conn: Conn, execution_id: int) -> list[ArtifactPublic]:
-    rows = await conn.execute(_ARTIFACTS, {"execution_id": execution_id})
+async def _artifacts(conn: Conn, execution_id: int, attempt: int) -> list[ArtifactPublic]:
+    rows = await conn.execute(_ARTIFACTS, {"execution_id": execution_id, "attempt": attempt})
     return [
         ArtifactPublic.model_validate(
             {

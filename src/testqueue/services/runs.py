@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from testqueue import queue
+from testqueue import errors, queue
 from testqueue.database import Database
-from testqueue.models import Execution
+from testqueue.models import Batch, Execution
 from testqueue.schemas import RunQueued, RunRequest
+from testqueue.schemas.executions import RunFields
 from testqueue.services.accounts import Actor
 from testqueue.vocabulary import Status
 
@@ -23,13 +24,14 @@ CANCEL_CONFIRM_S = 2.0
 CANCEL_POLL_S = 0.02
 
 
-def options_of(body: RunRequest, triggered_by: str | None = None) -> queue.RunOptions:
+def options_of(body: RunFields, triggered_by: str | None = None) -> queue.RunOptions:
     return queue.RunOptions(
         priority=body.priority,
         browser=body.browser,
         environment=body.environment,
         base_url=body.base_url,
         triggered_by=body.triggered_by or triggered_by,
+        batch_id=body.batch_id if isinstance(body, RunRequest) else None,
     )
 
 
@@ -37,7 +39,29 @@ async def queue_runs(
     db: Database, test_case_ids: Sequence[int], actor: Actor, options: queue.RunOptions
 ) -> list[RunQueued]:
     """One run per test case id, in order, committed before this returns."""
-    items = await queue.enqueue(db, test_case_ids, actor.id, options)
+    if options.batch_id is not None:
+        await _may_join(db, options.batch_id, actor)
+    return described(await queue.enqueue(db, test_case_ids, actor.id, options))
+
+
+async def _may_join(db: Database, batch_id: int, actor: Actor) -> None:
+    """A run may join a batch that exists, is not cancelled, and is the actor's (or any, admin)."""
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                select(Batch.user_id, Batch.cancelled_at).where(Batch.id == batch_id)
+            )
+        ).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"batch {batch_id} does not exist")
+    if row.cancelled_at is not None:
+        raise errors.InvalidTransition(f"batch {batch_id} was cancelled: start a new one")
+    if not (actor.is_admin or row.user_id == actor.id):
+        raise errors.Forbidden(f"batch {batch_id} belongs to another user")
+
+
+def described(items: Sequence[queue.Queued]) -> list[RunQueued]:
+    """What the caller is told of runs just queued: ids, priorities and positions."""
     return [
         RunQueued(
             id=item.id,

@@ -10,10 +10,11 @@ module is the only writer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, false, func, insert, or_, select, update
 
 from testqueue import errors, queue
 from testqueue.database import Conn, Database
@@ -26,6 +27,7 @@ from testqueue.vocabulary import (
     CANCELLED_CASE_DELETED,
     RunnerKind,
     Status,
+    TagMode,
     decode_tags,
     encode_tags,
 )
@@ -54,14 +56,30 @@ def runner_kinds(registry: Registry) -> set[str]:
     return {*registry.kinds(), *(kind.value for kind in RunnerKind)}
 
 
+def tagged(tags: Sequence[str], mode: TagMode = TagMode.ANY) -> ColumnElement[bool]:
+    """The test cases with any (or all) of `tags`, case-insensitively."""
+    wanted = decode_tags(encode_tags(tags))
+    matches = [T.tags.contains(f",{tag},", autoescape=True) for tag in wanted]
+    if not matches:
+        return false()
+    return or_(*matches) if mode == TagMode.ANY else and_(*matches)
+
+
 async def list_cases(
-    db: Database, limit: int, offset: int, search: str | None = None, runner: str | None = None
+    db: Database,
+    limit: int,
+    offset: int,
+    search: str | None = None,
+    runner: str | None = None,
+    tags: Sequence[str] = (),
 ) -> TestCasePage:
-    """Test cases, newest first, with an optional title search and runner filter."""
-    if "\0" in (search or "") + (runner or ""):
-        # PostgreSQL refuses NUL in a query parameter; no title or runner holds one.
-        raise errors.InvalidInput("search and runner may not contain a NUL character")
+    """Test cases, newest first, with an optional title search and runner or tag filter."""
+    if "\0" in (search or "") + (runner or "") + "".join(tags):
+        # PostgreSQL refuses NUL in a query parameter; no title, runner or tag holds one.
+        raise errors.InvalidInput("search, runner and tag may not contain a NUL character")
     where: list[ColumnElement[bool]] = [T.archived_at.is_(None)]
+    if tags:
+        where.append(tagged(tags))
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(T.title.ilike(f"%{escaped}%", escape="\\"))
@@ -204,6 +222,8 @@ def _checked(registry: Registry, body: TestCaseCreate, actor: Actor) -> dict[str
         except ValueError as exc:
             raise errors.InvalidInput(str(exc)) from exc
     values["required_tags"] = encode_tags(body.required_tags)
+    values["tags"] = encode_tags(body.tags)
+    values["retry_on"] = encode_tags(body.retry_on)
     if body.runner != RunnerKind.COMMAND:
         values["command"] = None
     return values
@@ -218,5 +238,6 @@ def _first_problem(exc: ValidationError) -> str:
 
 def _public(row: Any) -> TestCasePublic:
     data = dict(row)
-    data["required_tags"] = decode_tags(data["required_tags"])
+    for name in ("required_tags", "tags", "retry_on"):
+        data[name] = decode_tags(data[name])
     return TestCasePublic.model_validate(data)

@@ -14,13 +14,9 @@ accounts through an HttpOnly cookie (see `session`).
     history_page history and trends             trends, charts     its charts
     execution_page  one execution, its log live
     events       the SSE plumbing and the queue stream
-    shutdown     ends the streams when the server stops
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -36,24 +32,11 @@ from testqueue.web import (
     signin,
 )
 from testqueue.web.render import STATIC_DIR
-from testqueue.web.shutdown import StopSignal
 
 
 def mount(app: FastAPI) -> None:
     """Add the dashboard's routes to `app`."""
-    stop = StopSignal()
-    app.state.dashboard_stop = stop
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Runs inside the server's own signal handling, so there is one to wrap.
-        stop.install()
-        try:
-            yield
-        finally:
-            stop.remove()
-
-    dashboard = APIRouter(lifespan=lifespan, include_in_schema=False)
+    dashboard = APIRouter(include_in_schema=False)
     for module in (
         signin,
         queue_page,

@@ -1,97 +1,19 @@
-"""Live updates: Server-Sent Events streams that push state only when it changed.
-
-Changes can come from any process that shares the database (several workers,
-several API hosts), so no in-process signal sees them all. Each open stream
-instead asks the database a cheap question twice a second and builds and
-sends the full state only when the answer moved. A stream ends when the
-browser goes away (Starlette cancels it), when the server is stopping (see
-`shutdown`), and after `STREAM_MAX_S` in any case: the browser reconnects on
-its own, and that re-checks the session, so a disabled account stops seeing
-updates within minutes.
-"""
+"""The dashboard's live queue stream (the plumbing is `testqueue.sse`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from testqueue import errors
-from testqueue.database import is_unavailable
+from testqueue import sse
 from testqueue.state import get_state
 from testqueue.web import board
 from testqueue.web.render import PageRoute
 from testqueue.web.session import CurrentViewer
-from testqueue.web.shutdown import stop_signal
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-POLL_S = 0.5
-KEEPALIVE_S = 15.0
-STREAM_MAX_S = 300.0
-RETRY_MS = 2000
-PING = ": ping\n\n"
-
-# Called once per tick; returns the events to send now ("" for nothing new).
-Produce = Callable[[], Awaitable[str]]
-
-
-def message(event: str, data: Any, event_id: str | None = None) -> str:
-    """One SSE event whose data is compact JSON (always a single line).
-
-    With `event_id`, a browser that reconnects sends it back as Last-Event-ID.
-    """
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-# The last event of a stream whose subject will not change again; the page closes it.
-END = message("end", {})
-
-
-def stream(request: Request, produce: Produce) -> StreamingResponse:
-    """A text/event-stream response that calls `produce` every `POLL_S` until it should end."""
-    stop = stop_signal(request)
-
-    async def events() -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        until = loop.time() + STREAM_MAX_S
-        quiet_since = loop.time()
-        yield f"retry: {RETRY_MS}\n\n"
-        while loop.time() < until and not stop.stopping.is_set():
-            try:
-                text = await produce()
-            except errors.NotFound:
-                # Deleted while watched: nothing more will come, so say so and end.
-                yield END
-                return
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                text = ""  # the database is away for a moment: look again next tick
-            if text:
-                quiet_since = loop.time()
-                yield text
-            elif loop.time() - quiet_since >= KEEPALIVE_S:
-                # A write is how a vanished client is noticed on servers that
-                # do not report disconnects; proxies also drop silent streams.
-                quiet_since = loop.time()
-                yield PING
-            if text.endswith(END):
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.stopping.wait(), POLL_S)
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
 
 
 @router.get("/events/queue")
@@ -105,6 +27,6 @@ async def stream_queue(request: Request, viewer: CurrentViewer) -> StreamingResp
         if last and last[0] == mark:
             return ""
         last[:] = [mark]
-        return message("queue", await board.build(state, viewer))
+        return sse.message("queue", await board.build(state, viewer))
 
-    return stream(request, produce)
+    return sse.stream(request, produce)

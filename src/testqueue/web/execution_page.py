@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import and_, bindparam, case, func, select
 
-from testqueue import errors
+from testqueue import errors, sse
 from testqueue.database import Conn
 from testqueue.models import Artifact, Execution, ExecutionLog, ExecutionStep
 from testqueue.params import ArtifactId, ExecutionId
@@ -24,7 +24,6 @@ from testqueue.schemas import ExecutionPublic
 from testqueue.services import executions
 from testqueue.state import AppState, get_state
 from testqueue.vocabulary import FINAL_STATUSES, MAX_BIGINT, Status, parse_whole
-from testqueue.web import events
 from testqueue.web.render import PageRoute, page, templates
 from testqueue.web.session import CurrentViewer, Viewer
 
@@ -50,6 +49,11 @@ def _context(detail: ExecutionPublic, viewer: Viewer, owner: str) -> dict[str, A
     }
 
 
+def _current_attempt(execution_id: Any) -> Any:
+    """The attempt an execution is at now: its log and steps are the ones shown."""
+    return select(E.attempt).where(E.id == execution_id).scalar_subquery()
+
+
 def _tail_statement() -> Any:
     """The log's length in characters, its cut, and its last `LOG_SHOWN_CHARS`.
 
@@ -60,7 +64,8 @@ def _tail_statement() -> Any:
     length = func.length(ExecutionLog.content)
     start = case((length > LOG_SHOWN_CHARS, length - LOG_SHOWN_CHARS + 1), else_=1)
     return select(length, ExecutionLog.cut_bytes, func.substr(ExecutionLog.content, start)).where(
-        ExecutionLog.execution_id == bindparam("execution_id")
+        ExecutionLog.execution_id == bindparam("execution_id"),
+        ExecutionLog.attempt == _current_attempt(bindparam("execution_id")),
     )
 
 
@@ -117,11 +122,16 @@ async def read_artifact(
 
 async def _mark(state: AppState, execution_id: int) -> tuple[Any, ...]:
     """A cheap summary of everything the facts and steps show, to push only on change."""
-    of_steps = ExecutionStep.execution_id == execution_id
+    attempt = _current_attempt(execution_id)
+    of_steps = and_(ExecutionStep.execution_id == execution_id, ExecutionStep.attempt == attempt)
     # Steps are replaced as a whole when saved, so their highest id moves on every save.
     step_count = select(func.count()).where(of_steps).scalar_subquery()
     step_last = select(func.max(ExecutionStep.id)).where(of_steps).scalar_subquery()
-    artifacts = select(func.count()).where(Artifact.execution_id == execution_id).scalar_subquery()
+    artifacts = (
+        select(func.count())
+        .where(Artifact.execution_id == execution_id, Artifact.attempt == attempt)
+        .scalar_subquery()
+    )
     columns = (E.status, E.result, E.priority, E.attempt, E.started_at, E.completed_at)
     async with state.db.read() as conn:
         row = (
@@ -149,7 +159,10 @@ class LogFollower:
     async def next_event(self) -> str:
         content = ExecutionLog.content
         length = func.length(content)
-        where = ExecutionLog.execution_id == self.execution_id
+        where = and_(
+            ExecutionLog.execution_id == self.execution_id,
+            ExecutionLog.attempt == _current_attempt(self.execution_id),
+        )
         async with self.state.db.read() as conn:
             # Length, cut and the new text come from one statement, so they agree
             # even where each statement sees its own snapshot (READ COMMITTED).
@@ -170,7 +183,7 @@ class LogFollower:
     def _event(self, data: dict[str, Any]) -> str:
         # Its id is where the page's log now ends: a browser that reconnects
         # sends it back (Last-Event-ID), so nothing is sent twice.
-        return events.message("log", data, event_id=f"{self.chars}.{self.cut}")
+        return sse.message("log", data, event_id=f"{self.chars}.{self.cut}")
 
 
 def _resume_point(last_event_id: str, chars: int, cut: int) -> tuple[int, int]:
@@ -219,11 +232,11 @@ async def stream_execution(
         if not last or last[0] != mark:
             last[:] = [mark]
             detail = await executions.execution_detail(state.db, state.settings, execution_id)
-            parts.append(events.message("detail", _fragments(detail, viewer, owner)))
+            parts.append(sse.message("detail", _fragments(detail, viewer, owner)))
         # Read after the status: a run seen ended has its final log saved already.
         parts.append(await follower.next_event())
         if mark[0] in FINAL_STATUSES:
-            parts.append(events.END)
+            parts.append(sse.END)
         return "".join(parts)
 
-    return events.stream(request, produce)
+    return sse.stream(request, produce)

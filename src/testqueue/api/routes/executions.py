@@ -21,7 +21,8 @@ from testqueue.schemas import (
     RunQueued,
     RunRequest,
 )
-from testqueue.services import executions, runs
+from testqueue.schemas.executions import AttemptPublic
+from testqueue.services import executions, reports, runs
 from testqueue.vocabulary import MAX_INT_ID, HistoryStatus, Result
 
 router = APIRouter(prefix="/executions", tags=["executions"])
@@ -81,10 +82,36 @@ async def read_execution(
 
 @router.get("/{execution_id}/log", response_class=PlainTextResponse, responses=errors(404))
 async def read_log(
-    state: State, execution_id: ExecutionId, _actor: CurrentActor
+    state: State,
+    execution_id: ExecutionId,
+    _actor: CurrentActor,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=10_000, description="default: the current")
+    ] = None,
 ) -> PlainTextResponse:
     """The captured output so far (stdout and stderr together; saved every heartbeat)."""
-    return PlainTextResponse(await executions.read_log(state.db, execution_id))
+    return PlainTextResponse(await executions.read_log(state.db, execution_id, attempt))
+
+
+@router.get("/{execution_id}/attempts", responses=errors(404))
+async def list_attempts(
+    state: State, execution_id: ExecutionId, _actor: CurrentActor
+) -> list[AttemptPublic]:
+    """Every attempt of an execution, each with its outcome, steps, files and log's address."""
+    return await executions.attempts(state.db, execution_id)
+
+
+@router.get(
+    "/{execution_id}/junit.xml",
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}}, **errors(404)},
+)
+async def execution_junit(
+    state: State, execution_id: ExecutionId, _actor: CurrentActor
+) -> Response:
+    """One execution as JUnit XML."""
+    report = await reports.execution_report(state.db, state.settings, execution_id)
+    return Response(report, media_type="application/xml")
 
 
 @router.patch("/{execution_id}", responses=errors(403, 404, 409))

@@ -29,9 +29,12 @@ async def list_test_cases(
     offset: Offset = 0,
     search: Annotated[str | None, Query(max_length=200, description="in the title")] = None,
     runner: Annotated[str | None, Query(max_length=16)] = None,
+    tag: Annotated[
+        list[str] | None, Query(max_length=40, description="any of these tags (repeatable)")
+    ] = None,
 ) -> TestCasePage:
-    """Test cases, newest first, with an optional title search."""
-    return await test_cases.list_cases(state.db, limit, offset, search, runner)
+    """Test cases, newest first, with an optional title search, runner and tags."""
+    return await test_cases.list_cases(state.db, limit, offset, search, runner, tag or ())
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=errors(403))

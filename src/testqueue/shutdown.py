@@ -69,6 +69,6 @@ class StopSignal:
 
 
 def stop_signal(connection: HTTPConnection) -> StopSignal:
-    """The app's stop signal, which `web.mount` keeps in the app state."""
-    stop: StopSignal = connection.app.state.dashboard_stop
+    """The app's stop signal, which `create_app` keeps in the app state."""
+    stop: StopSignal = connection.app.state.stop_signal
     return stop

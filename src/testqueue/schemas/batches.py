@@ -1,0 +1,169 @@
+"""API models of suites and batches: saved selections, and runs queued together."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+
+from testqueue.schemas.common import (
+    MAX_BULK_RUNS,
+    ShortText,
+    Strict,
+    SuiteRef,
+    Tag,
+    TestCaseRef,
+    Timestamped,
+    no_nul_text,
+)
+from testqueue.schemas.executions import ExecutionPublic, RunFields, RunQueued
+from testqueue.vocabulary import MAX_TAGS_CHARS, TagMode
+
+SuiteName = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+SuiteText = Annotated[str, StringConstraints(max_length=2000)]
+
+
+def _tags_fit(tags: list[str]) -> list[str]:
+    stored = 1 + sum(len(tag) + 1 for tag in {t.lower() for t in tags})
+    if stored > MAX_TAGS_CHARS:
+        raise ValueError(f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}")
+    return tags
+
+
+class SuiteFields(Strict):
+    name: SuiteName
+    description: SuiteText = ""
+    test_case_ids: list[TestCaseRef] = Field(
+        default_factory=list, max_length=MAX_BULK_RUNS, description="these test cases, in order"
+    )
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=20, description="and the test cases with these tags"
+    )
+    tag_mode: TagMode = Field(default=TagMode.ANY, description="`any` or `all` of the tags")
+
+    @field_validator("name", "description")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return no_nul_text(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _fit(cls, tags: list[str]) -> list[str]:
+        return _tags_fit(tags)
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> SuiteFields:
+        if not self.test_case_ids and not self.tags:
+            raise ValueError("a suite needs test_case_ids, tags, or both")
+        return self
+
+
+class SuiteCreate(SuiteFields):
+    pass
+
+
+class SuiteUpdate(Strict):
+    """Any subset of the fields; the others keep their values."""
+
+    name: str | None = None
+    description: str | None = None
+    test_case_ids: list[int] | None = None
+    tags: list[str] | None = None
+    tag_mode: str | None = None
+
+
+class SuitePublic(Timestamped):
+    id: int
+    name: str
+    description: str
+    test_case_ids: list[int]
+    tags: list[str]
+    tag_mode: TagMode
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SuitePage(BaseModel):
+    items: list[SuitePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class BatchCreate(RunFields):
+    """What to run (a suite, tags, test case ids: any mix) and how."""
+
+    suite_id: SuiteRef | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    tag_mode: TagMode = TagMode.ANY
+    test_case_ids: list[TestCaseRef] = Field(default_factory=list, max_length=MAX_BULK_RUNS)
+    name: ShortText | None = Field(default=None, description="a label; the default says what ran")
+    retries: int | None = Field(
+        default=None, ge=0, le=5, strict=True, description="instead of each test case's own"
+    )
+    retry_on: list[Literal["fail", "error", "timeout"]] | None = Field(default=None, max_length=3)
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> BatchCreate:
+        if self.suite_id is None and not self.tags and not self.test_case_ids:
+            raise ValueError("name what to run: suite_id, tags or test_case_ids")
+        return self
+
+
+class RerunRequest(Strict):
+    only: Literal["failed", "all"] = Field(
+        default="failed", description="`failed`: those that failed, errored or timed out"
+    )
+    priority: Annotated[int, Field(ge=1, le=10, strict=True)] | None = Field(
+        default=None, description="default: one step higher than each run had"
+    )
+
+
+class BatchCounts(BaseModel):
+    pending: int = 0
+    running: int = 0
+    passed: int = 0
+    failed: int = 0
+    errored: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    flaky: int = 0
+
+
+class BatchPublic(Timestamped):
+    id: int
+    name: str
+    suite_id: int | None
+    rerun_of: int | None
+    user_id: int | None
+    status: str
+    verdict: str | None = Field(description="once nothing waits or runs: pass, fail, ...")
+    total: int
+    done: int
+    counts: BatchCounts
+    environment: str | None
+    base_url: str | None
+    triggered_by: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+
+class BatchDetail(BatchPublic):
+    executions: list[ExecutionPublic]
+
+
+class BatchPage(BaseModel):
+    items: list[BatchPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class BatchQueued(BaseModel):
+    batch: BatchPublic
+    executions: list[RunQueued]
+    message: str

@@ -1,0 +1,167 @@
+"""API models of test cases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from testqueue.schemas.common import (
+    ALL_RETRY_RESULTS,
+    MAX_ARGV_ITEMS,
+    MAX_URL_CHARS,
+    WEB_SCHEMES,
+    Argument,
+    LongText,
+    RetryCount,
+    RetryResult,
+    Strict,
+    Tag,
+    Timestamped,
+    no_nul_text,
+    plain_json,
+)
+from testqueue.vocabulary import (
+    MAX_TAGS_CHARS,
+    PriorityWord,
+    RunnerKind,
+    TestType,
+)
+
+# -- test cases ----------------------------------------------------------------------------
+
+
+class TestCaseFields(Strict):
+    title: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+        AfterValidator(no_nul_text),
+    ]
+    description: LongText = ""
+    test_type: TestType = TestType.E2E
+    priority: PriorityWord = PriorityWord.MEDIUM
+    steps: Annotated[list[Any], AfterValidator(plain_json)] = Field(
+        default_factory=list, max_length=500
+    )
+    expected_result: LongText = ""
+    preconditions: LongText = ""
+    test_data: Annotated[dict[str, Any], AfterValidator(plain_json)] = Field(default_factory=dict)
+    runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = RunnerKind.COMMAND
+    command: list[Argument] | None = Field(default=None, max_length=MAX_ARGV_ITEMS)
+    # Strict: `true` is not one second, nor "30" a number.
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, allow_inf_nan=False, strict=True
+    )
+    required_tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=20,
+        description="worker tags a worker must all have to run it",
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=20,
+        description="labels to select it by (suites, batches); case-insensitive",
+    )
+    retries: RetryCount = Field(default=0, description="how often a failed run is tried again")
+    retry_on: list[RetryResult] = Field(
+        default_factory=lambda: list(ALL_RETRY_RESULTS),
+        max_length=3,
+        description="the results a run is tried again after",
+    )
+
+    @field_validator("test_data")
+    @classmethod
+    def _web_base_url(cls, data: dict[str, Any]) -> dict[str, Any]:
+        # Runs copy their base_url from here (into a VARCHAR(2000)); a file: one would
+        # let a browser test read the worker's disk through a relative `goto`.
+        base_url = data.get("base_url")
+        if base_url is None:
+            return data
+        if not (isinstance(base_url, str) and base_url.lower().startswith(WEB_SCHEMES)):
+            raise ValueError("`base_url` must start with http:// or https://")
+        if len(base_url) > MAX_URL_CHARS:
+            raise ValueError(f"`base_url` may have at most {MAX_URL_CHARS} characters")
+        return data
+
+    @field_validator("required_tags", "tags")
+    @classmethod
+    def _tags_fit(cls, tags: list[str]) -> list[str]:
+        stored = 1 + sum(len(tag) + 1 for tag in {t.lower() for t in tags})
+        if stored > MAX_TAGS_CHARS:
+            raise ValueError(
+                f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}"
+            )
+        return tags
+
+    @model_validator(mode="after")
+    def _runner_fields(self) -> TestCaseFields:
+        if self.runner == RunnerKind.COMMAND:
+            if not self.command:
+                raise ValueError("a command test case needs `command`: a non-empty argv list")
+            if not self.command[0]:
+                raise ValueError("`command[0]` (the program) may not be empty")
+        return self
+
+
+class TestCaseCreate(TestCaseFields):
+    pass
+
+
+class TestCaseUpdate(Strict):
+    """Any subset of the fields; the others keep their values."""
+
+    title: str | None = None
+    description: str | None = None
+    test_type: str | None = None
+    priority: str | None = None
+    steps: list[Any] | None = None
+    expected_result: str | None = None
+    preconditions: str | None = None
+    test_data: dict[str, Any] | None = None
+    runner: str | None = None
+    command: list[Any] | None = None
+    timeout_seconds: float | None = None
+    required_tags: list[Any] | None = None
+    tags: list[Any] | None = None
+    retries: Any = None
+    retry_on: list[Any] | None = None
+
+
+class TestCasePublic(Timestamped):
+    id: int
+    title: str
+    description: str
+    test_type: str
+    priority: str
+    steps: list[Any]
+    expected_result: str
+    preconditions: str
+    test_data: dict[str, Any]
+    runner: str
+    command: list[str] | None
+    timeout_seconds: float | None
+    required_tags: list[str]
+    tags: list[str]
+    retries: int
+    retry_on: list[str]
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None = Field(
+        default=None, description="when it was deleted; an archived test case cannot be run"
+    )
+
+
+class TestCasePage(BaseModel):
+    items: list[TestCasePublic]
+    total: int
+    limit: int
+    offset: int
