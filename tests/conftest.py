@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,13 +295,12 @@ async def claim(api: Any, count: int) -> list[queue.Claimed]:
 
 async def finish(api: Any, claimed: queue.Claimed, result: Result, **fields: Any) -> None:
     """Record how a claimed run ended, as its worker would."""
-    done = queue.Finished(
-        id=claimed.id,
-        attempt=claimed.attempt,
-        result=result,
-        exit_code=fields.get("exit_code"),
-        error_message=fields.get("error_message"),
-        steps=fields.get("steps", (0, 0, 0, 0)),
-        progress=fields.get("progress"),
+    done = claimed.ended(
+        result,
+        fields.get("exit_code"),
+        fields.get("error_message"),
+        fields.get("steps", (0, 0, 0, 0)),
+        fields.get("progress"),
     )
+    done = replace(done, retry=fields.get("retry", False))
     await queue.settle(api.state.db, STAND_IN, [done], 0)

@@ -1,4 +1,5 @@
-"""The `testqueue` command: serve, worker, migrate, and account management."""
+"""The `testqueue` command: serve, worker, migrate, account management, and the CI client
+(`login`, `run`, `status`, `cancel`; see `testqueue.client`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from testqueue import errors, logs
+from testqueue.client import commands as client
 from testqueue.config import Settings
 from testqueue.database import Database, migrate, shown_url, sqlite_path
 from testqueue.runners import Registry
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")
     _add_user_commands(commands)
+    client.add_commands(commands)
     return parser
 
 
@@ -88,8 +91,14 @@ def _add_user_commands(commands: Any) -> None:
     enable.add_argument("username")
 
 
+CLIENT_COMMANDS = {"login", "run", "status", "cancel"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        # The CI client talks to a server over HTTP: none of the server's settings apply.
+        return client.main(args)
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -24,12 +24,14 @@ from fastapi.staticfiles import StaticFiles
 from testqueue.web import (
     account_page,
     admin_page,
+    batch_page,
     cases_page,
     events,
     execution_page,
     history_page,
     queue_page,
     signin,
+    suites_page,
 )
 from testqueue.web.render import STATIC_DIR
 
@@ -42,9 +44,12 @@ def mount(app: FastAPI) -> None:
         queue_page,
         cases_page,
         history_page,
+        suites_page,
         execution_page,
         account_page,
         admin_page,
+        suites_page,
+        batch_page,
         events,
     ):
         dashboard.include_router(module.router)

@@ -17,10 +17,20 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from testqueue.schemas import TestCaseCreate, TestCasePublic
-from testqueue.vocabulary import PriorityWord, RunnerKind, TestType
+from testqueue.vocabulary import MAX_RETRIES, PriorityWord, RunnerKind, TestType, parse_whole
 from testqueue.web import forms
 
-TEXT_FIELDS = ("title", "description", "expected_result", "preconditions", "required_tags")
+TEXT_FIELDS = (
+    "title",
+    "description",
+    "expected_result",
+    "preconditions",
+    "required_tags",
+    "tags",
+    "retries",
+    "retry_on",
+)
+LIST_FIELDS = ("required_tags", "tags", "retry_on")
 CHOICE_FIELDS = ("test_type", "priority", "runner")
 BLOCK_FIELDS = ("command", "steps", "test_data", "timeout_seconds")
 FIELDS = (*TEXT_FIELDS, *CHOICE_FIELDS, *BLOCK_FIELDS)
@@ -37,6 +47,9 @@ LABELS = {
     "test_data": "Test data",
     "timeout_seconds": "Timeout",
     "required_tags": "Required worker tags",
+    "tags": "Tags",
+    "retries": "Retries",
+    "retry_on": "Retry after",
     "preconditions": "Preconditions",
     "expected_result": "Expected result",
 }
@@ -81,7 +94,9 @@ class CaseForm:
         values["command"] = "\n".join(case.command or [])
         values["steps"] = json.dumps(case.steps, indent=2) if case.steps else ""
         values["test_data"] = json.dumps(case.test_data, indent=2) if case.test_data else ""
-        values["required_tags"] = ", ".join(case.required_tags)
+        for name in LIST_FIELDS:
+            values[name] = ", ".join(getattr(case, name))
+        values["retries"] = str(case.retries)
         values["timeout_seconds"] = _number_text(case.timeout_seconds)
         return cls(values)
 
@@ -129,12 +144,25 @@ def _timeout(values: dict[str, str], problems: dict[str, list[str]]) -> float | 
         return None
 
 
+def _retries(values: dict[str, str], problems: dict[str, list[str]]) -> int:
+    raw = values["retries"].strip()
+    if not raw:
+        return 0
+    try:
+        return parse_whole(raw, 0, MAX_RETRIES, "retries")
+    except ValueError as exc:
+        problems.setdefault("retries", []).append(str(exc))
+        return 0
+
+
 def to_body(form: CaseForm) -> TestCaseCreate:
     """The API body the form describes; `FormProblems` when any field is wrong."""
     values = form.values
     problems: dict[str, list[str]] = {}
     data: dict[str, Any] = {name: values[name] for name in TEXT_FIELDS + CHOICE_FIELDS}
-    data["required_tags"] = [t for t in re.split(r"[,\s]+", values["required_tags"]) if t]
+    for name in LIST_FIELDS:
+        data[name] = [t for t in re.split(r"[,\s]+", values[name]) if t]
+    data["retries"] = _retries(values, problems)
     data["command"] = (
         [line.rstrip("\r") for line in values["command"].split("\n") if line.strip()]
         if values["runner"] == RunnerKind.COMMAND

@@ -40,12 +40,14 @@ async def list_test_cases(
     request: Request,
     viewer: CurrentViewer,
     q: Annotated[str, Query(max_length=200)] = "",
+    tag: Annotated[str, Query(max_length=40)] = "",
     page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
 ) -> Response:
-    """Test cases, newest first, searched by title, with a run button on each."""
+    """Test cases, newest first, searched by title or a tag, with a run button on each."""
     state = get_state(request)
+    tags = [tag.strip()] if tag.strip() else []
     found = await test_cases.list_cases(
-        state.db, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, q.strip() or None
+        state.db, PAGE_SIZE, (page_number - 1) * PAGE_SIZE, q.strip() or None, tags=tags
     )
     return page(
         request,
@@ -53,6 +55,7 @@ async def list_test_cases(
         viewer,
         found=found,
         q=q,
+        tag=tag,
         page_number=page_number,
         pages=max(1, -(-found.total // PAGE_SIZE)),
         owners=await state.accounts.usernames({case.created_by for case in found.items}),

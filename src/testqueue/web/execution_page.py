@@ -102,9 +102,24 @@ async def show_execution(
 
 
 @router.get("/executions/{execution_id:int}/log")
-async def read_log(request: Request, execution_id: ExecutionId, _viewer: CurrentViewer) -> Response:
-    """The whole captured log as plain text (as the API answers it)."""
-    return PlainTextResponse(await executions.read_log(get_state(request).db, execution_id))
+async def read_log(
+    request: Request,
+    execution_id: ExecutionId,
+    _viewer: CurrentViewer,
+    attempt: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> Response:
+    """The whole captured log as plain text (as the API answers it), of one attempt."""
+    db = get_state(request).db
+    return PlainTextResponse(await executions.read_log(db, execution_id, attempt))
+
+
+@router.get("/executions/{execution_id:int}/attempts")
+async def show_attempts(
+    request: Request, execution_id: ExecutionId, viewer: CurrentViewer
+) -> Response:
+    """Every attempt of an execution: how each ended, its steps and its log."""
+    tried = await executions.attempts(get_state(request).db, execution_id)
+    return page(request, "attempts.html", viewer, execution_id=execution_id, attempts=tried)
 
 
 @router.get("/executions/{execution_id:int}/artifacts/{artifact_id:int}")

@@ -37,6 +37,7 @@ class Trend:
     title: str
     runs: int
     pass_rate: float
+    flaky_rate: float  # passed, but only after a retry
     median_s: float | None
     pass_chart: charts.Chart
     time_chart: charts.Chart
@@ -53,7 +54,7 @@ def bucket_size(first: datetime, last: datetime) -> int:
 
 async def _recent(conn: Conn, where: list[ColumnElement[bool]]) -> list[Any]:
     rows = await conn.execute(
-        select(E.test_case_id, E.result, E.started_at, E.completed_at, TestCase.title)
+        select(E.test_case_id, E.result, E.flaky, E.started_at, E.completed_at, TestCase.title)
         .join(TestCase, TestCase.id == E.test_case_id)
         .where(E.status == Status.COMPLETED, E.completed_at.is_not(None), *where)
         .order_by(E.id.desc())
@@ -109,6 +110,7 @@ def _trend(rows: list[Any], origin: int, size: int, labels: list[str]) -> Trend:
         title=rows[0].title,
         runs=len(rows),
         pass_rate=overall,
+        flaky_rate=100.0 * sum(1 for row in rows if row.flaky) / len(rows),
         median_s=median,
         pass_chart=charts.line(rates, rate_labels, 100.0, rate_summary),
         time_chart=charts.bars(medians, time_labels, time_summary),

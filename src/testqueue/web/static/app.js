@@ -305,6 +305,16 @@
     if (boardUrl) follow(boardUrl, { queue: (board) => showBoard(board) });
     const executionUrl = document.body.dataset.executionStream;
     if (executionUrl) followExecution(executionUrl);
+    const batchUrl = document.body.dataset.batchStream;
+    if (batchUrl) {
+      follow(batchUrl, {
+        batch: (data) => {
+          const body = $("#batch-body");
+          if (body) { body.innerHTML = data.html; localTimes(body); }
+        },
+        end: (_data, source, show) => { source.close(); show("done", "Finished"); },
+      });
+    }
     tick();
     window.setInterval(tick, 1000);
   }
