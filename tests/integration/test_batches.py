@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import xmlschema
 
 from conftest import Api, claim, finish
 from gates import GateRunner
+from junit import read_report
 from testqueue import queue
 from testqueue.vocabulary import Progress, Result
 from waiting import allowance, until
 
 V1 = "/api/v1"
-JUNIT_XSD = xmlschema.XMLSchema(Path(__file__).resolve().parents[1] / "data" / "junit.xsd")
 
 
 async def _post(api: Api, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -239,8 +236,7 @@ async def test_junit_reports_validate_and_count_what_happened(api_only: Api) -> 
         f"{V1}/batches/{batch['id']}/junit.xml", headers=api_only.admin
     )
     assert response.headers["content-type"].startswith("application/xml")
-    JUNIT_XSD.validate(response.content)
-    report = JUNIT_XSD.to_dict(response.content)
+    report = read_report(response.content)
     (suite,) = report["testsuite"]
     assert (suite["@name"], suite["@tests"], suite["@failures"]) == ("release", 5, 1)
     assert (suite["@errors"], suite["@skipped"]) == (2, 1)
@@ -252,7 +248,5 @@ async def test_junit_reports_validate_and_count_what_happened(api_only: Api) -> 
     one = await api_only.client.get(
         f"{V1}/executions/{claimed[3].id}/junit.xml", headers=api_only.admin
     )
-    JUNIT_XSD.validate(one.content)
-    assert JUNIT_XSD.to_dict(one.content)["testsuite"][0]["testcase"][0]["error"][0]["@type"] == (
-        "timeout"
-    )
+    error = read_report(one.content)["testsuite"][0]["testcase"][0]["error"][0]
+    assert error["@type"] == "timeout"

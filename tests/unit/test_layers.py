@@ -107,8 +107,24 @@ def test_the_api_and_the_dashboard_never_call_each_other(side: str, other: str) 
     assert wrong == set()
 
 
+@pytest.mark.parametrize("name", [n for n in MODULES if _within(n, "testqueue.client")])
+def test_the_ci_client_knows_the_server_only_by_its_http_api(name: str) -> None:
+    wrong = {i for i in _ours(name) if not _within(i, "testqueue.client")}
+    assert wrong == set(), f"{name} imports {sorted(wrong)}"
+
+
 def test_nothing_imports_tests_or_benchmarks() -> None:
-    ours = {"conftest", "gates", "waiting", "process", "spans", "served", "noop_server"}
+    ours = {
+        "conftest",
+        "gates",
+        "waiting",
+        "process",
+        "spans",
+        "served",
+        "noop_server",
+        "junit",
+        "proxy",
+    }
     wrong = {
         (name, i)
         for name, found in IMPORTS.items()

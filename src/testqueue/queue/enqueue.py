@@ -19,11 +19,14 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    false,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
+    true,
 )
 
 from testqueue import errors
@@ -126,17 +129,9 @@ def _one_run_insert() -> Any:
 
 
 def _cases_statement() -> Any:
-    """The test cases to run, each with how many pending runs its new run will stand behind.
-
-    Counted here, before the insert, so the enqueue is one statement shorter:
-    a new run's `queued_at` is the newest, so every pending run of higher
-    priority, or of equal priority queued at that instant or before, is ahead.
-    """
+    """The test cases to run, with what each new run takes from its own."""
     priority = _run_priority()
     retries, retry_on = _run_retries()
-    queued_at = bindparam("now", type_=DateTime(True))
-    higher = select(func.count()).where(PENDING, E.priority < priority)
-    equal = select(func.count()).where(PENDING, E.priority == priority, E.queued_at <= queued_at)
     return select(
         TestCase.id,
         TestCase.required_tags,
@@ -144,12 +139,28 @@ def _cases_statement() -> Any:
         _run_base_url().label("run_base_url"),
         retries.label("run_retries"),
         retry_on.label("run_retry_on"),
-        (higher.scalar_subquery() + equal.scalar_subquery()).label("ahead"),
     ).where(TestCase.id.in_(bindparam("ids", expanding=True)), TestCase.archived_at.is_(None))
 
 
 _CASES = _cases_statement()
-_INSERT = insert(E).returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
+
+
+def _constant(value: Any) -> Any:
+    """A value of NEW_RUN written into the statement itself, not sent with every row."""
+    if isinstance(value, bool):
+        return true() if value else false()
+    if isinstance(value, int):
+        return literal_column(str(value))
+    return literal_column(f"'{value}'")
+
+
+# Many rows: the constants are in the statement, so each row sends only what varies
+# (PostgreSQL's driver reads every placeholder of a thousand-row INSERT).
+_INSERT = (
+    insert(E)
+    .values({E.__table__.c[name]: _constant(value) for name, value in NEW_RUN.items()})
+    .returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
+)
 _INSERT_ONE = _one_run_insert()
 
 
@@ -178,18 +189,16 @@ async def queue_in(
     cases = await _load_cases(conn, set(test_case_ids), options, now)
     given = _given(user_id, options)
     rows = [_new_row(cases[case_id], given, now) for case_id in test_case_ids]
-    ahead_of_case = {case_id: c.ahead for case_id, c in cases.items()}
-
-    def ahead(row: Any) -> int:
-        return int(ahead_of_case[row.test_case_id])
-
     if priorities is not None:
         for row, priority in zip(rows, priorities, strict=True):
             row["priority"] = priority
-        of_priority = await _ahead_of_priorities(conn, set(priorities), now)
+    # Counted before the insert, once for each priority among the new runs:
+    # a new run's `queued_at` is the newest, so every pending run of higher
+    # priority, or of equal priority queued at that instant or before, is ahead.
+    of_priority = await _ahead_of_priorities(conn, {row["priority"] for row in rows}, now)
 
-        def ahead(row: Any) -> int:
-            return of_priority[row.priority]
+    def ahead(row: Any) -> int:
+        return of_priority[row.priority]
 
     inserted = (await conn.execute(_INSERT, rows)).all()
     # Other hosts hear of it from the database: on PostgreSQL every INSERT
@@ -296,7 +305,6 @@ async def _load_cases(
 
 def _new_row(case_row: Any, given: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {
-        **NEW_RUN,
         **given,
         "test_case_id": case_row.id,
         "priority": case_row.run_priority,

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from typing_extensions import TypedDict
 
 from testqueue.schemas.common import (
     MAX_BULK_RUNS,
@@ -17,7 +18,7 @@ from testqueue.schemas.common import (
     Timestamped,
     no_nul_text,
 )
-from testqueue.schemas.executions import ExecutionPublic, RunFields, RunQueued
+from testqueue.schemas.executions import RunFields, RunQueued
 from testqueue.vocabulary import MAX_TAGS_CHARS, TagMode
 
 SuiteName = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
@@ -152,8 +153,44 @@ class BatchPublic(Timestamped):
     duration_seconds: float | None
 
 
+class BatchExecution(Timestamped):
+    """One execution of a batch, as much as a batch's page and its CI client show."""
+
+    id: int
+    test_case_id: int | None
+    test_case_title: str | None
+    status: str
+    result: str | None
+    flaky: bool
+    attempt: int
+    priority: int
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    run_seconds: float | None
+    error_message: str | None
+
+
+class ExecutionRow(TypedDict):
+    """`BatchExecution` as plain data, for writing a thousand of them at once."""
+
+    id: int
+    test_case_id: int | None
+    test_case_title: str | None
+    status: str
+    result: str | None
+    flaky: bool
+    attempt: int
+    priority: int
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    run_seconds: float | None
+    error_message: str | None
+
+
 class BatchDetail(BatchPublic):
-    executions: list[ExecutionPublic]
+    executions: list[BatchExecution]
 
 
 class BatchPage(BaseModel):

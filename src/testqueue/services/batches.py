@@ -11,24 +11,27 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import bindparam, func, select
 
 from testqueue import errors, queue
 from testqueue.database import Conn, Database
-from testqueue.models import Batch, Execution, as_utc
+from testqueue.models import Batch, Execution, TestCase, as_utc
 from testqueue.schemas.batches import (
     BatchCounts,
     BatchCreate,
     BatchDetail,
+    BatchExecution,
     BatchPage,
     BatchPublic,
     BatchQueued,
+    ExecutionRow,
     RerunRequest,
 )
-from testqueue.services import executions, runs, suites
+from testqueue.services import runs, suites
 from testqueue.services.accounts import Actor
 from testqueue.vocabulary import (
     FAILED_RESULTS,
@@ -121,15 +124,91 @@ async def read_batch(db: Database, batch_id: int) -> BatchPublic:
     return summary
 
 
+_EXECUTIONS = (
+    select(
+        E.id,
+        E.test_case_id,
+        TestCase.title,
+        E.status,
+        E.result,
+        E.flaky,
+        E.attempt,
+        E.priority,
+        E.queued_at,
+        E.started_at,
+        E.completed_at,
+        E.error_message,
+    )
+    .outerjoin(TestCase, TestCase.id == E.test_case_id)
+    .where(E.batch_id == bindparam("batch_id"))
+    .order_by(E.id)
+)
+
+
 async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
     """A batch and every one of its executions, in the order queued."""
+    summary, items = await _with_executions(db, batch_id)
+    return BatchDetail(
+        **dict(summary), executions=[BatchExecution.model_validate(i) for i in items]
+    )
+
+
+async def batch_json(db: Database, batch_id: int) -> bytes:
+    """`batch_detail` as JSON, for the API.
+
+    A release's batch holds a thousand runs: they go from plain rows to JSON
+    in one step (they come from the database, checked on the way in),
+    without a model for each, which takes a fraction of the time.
+    """
+    summary, items = await _with_executions(db, batch_id)
+    head = summary.model_dump_json().encode()
+    return head[:-1] + b',"executions":' + _ROWS.dump_json(items) + b"}"
+
+
+async def _with_executions(db: Database, batch_id: int) -> tuple[BatchPublic, list[ExecutionRow]]:
     async with db.read() as conn:
         row = await _load(conn, batch_id)
         (summary,) = await _summaries(conn, [row])
-        items = await executions.execution_rows(
-            conn, [E.batch_id == batch_id], limit=None, offset=0, oldest_first=True
+        rows = (await conn.execute(_EXECUTIONS, {"batch_id": batch_id})).all()
+    return summary, _executions(rows)
+
+
+_ROWS: TypeAdapter[list[ExecutionRow]] = TypeAdapter(list[ExecutionRow])
+
+
+def _executions(rows: Sequence[Any]) -> list[ExecutionRow]:
+    """Plain rows to plain data: a loop over tuples, as this runs for every run of a batch."""
+    out: list[ExecutionRow] = []
+    for (
+        execution_id, case_id, title, status, result, flaky, attempt, priority,
+        queued, started, completed, error,
+    ) in rows:  # fmt: skip
+        started = _utc(started)
+        completed = _utc(completed)
+        out.append(
+            {
+                "id": execution_id,
+                "test_case_id": case_id,
+                "test_case_title": title,
+                "status": status,
+                "result": result,
+                "flaky": bool(flaky),
+                "attempt": attempt,
+                "priority": priority,
+                "queued_at": _utc(queued),
+                "started_at": started,
+                "completed_at": completed,
+                "run_seconds": (completed - started).total_seconds()
+                if started and completed
+                else None,
+                "error_message": error,
+            }
         )
-    return BatchDetail(**summary.model_dump(), executions=items)
+    return out
+
+
+def _utc(value: Any) -> Any:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 async def cancel_batch(db: Database, batch_id: int, actor: Actor) -> BatchPublic:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -20,7 +21,6 @@ from sqlalchemy import and_, case, func, select
 from testqueue.database import Conn, Database
 from testqueue.models import Execution as E
 from testqueue.models import ExecutionLog, ExecutionStep
-from testqueue.schemas import ExecutionPublic
 from testqueue.services import batches, executions
 from testqueue.vocabulary import Result, Status
 
@@ -62,7 +62,7 @@ def _document(suites: list[ET.Element]) -> bytes:
     return document
 
 
-def _suite(name: str, items: list[ExecutionPublic], outs: dict[int, str]) -> ET.Element:
+def _suite(name: str, items: Sequence[Any], outs: dict[int, str]) -> ET.Element:
     suite = ET.Element("testsuite", name=_xml_text(name))
     totals = {"failures": 0, "errors": 0, "skipped": 0}
     time = 0.0
@@ -80,7 +80,7 @@ def _suite(name: str, items: list[ExecutionPublic], outs: dict[int, str]) -> ET.
     return suite
 
 
-def _testcase(classname: str, item: ExecutionPublic, out: str) -> ET.Element:
+def _testcase(classname: str, item: Any, out: str) -> ET.Element:
     title = _xml_text(item.test_case_title or f"test case {item.test_case_id}")
     case_ = ET.Element(
         "testcase",

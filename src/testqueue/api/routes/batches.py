@@ -50,10 +50,10 @@ async def list_batches(
     return await batches.list_batches(state.db, limit, offset, suite_id)
 
 
-@router.get("/{batch_id}", responses=errors(404))
-async def read_batch(state: State, batch_id: BatchId, _actor: CurrentActor) -> BatchDetail:
+@router.get("/{batch_id}", response_model=BatchDetail, responses=errors(404))
+async def read_batch(state: State, batch_id: BatchId, _actor: CurrentActor) -> Response:
     """One batch with every execution in it."""
-    return await batches.batch_detail(state.db, batch_id)
+    return Response(await batches.batch_json(state.db, batch_id), media_type="application/json")
 
 
 @router.post("/{batch_id}/cancel", responses=errors(403, 404, 409))

@@ -1,0 +1,81 @@
+"""Batches at a release's size: queueing 1,000 executions in one call, and reading them back.
+
+    .venv/bin/python bench/batch_bench.py [--reps 5] [--postgres URL]
+
+A real server (bench/noop_server.py, as in queue_bench) with 1,000 test
+cases tagged `release`. Each repetition queues them as one batch by their
+tag (`POST /api/v1/batches`, one transaction, positions in the answer) and
+reads the batch with all its executions (`GET /api/v1/batches/{id}`),
+the queue paused so the line stands still. Figures are medians; targets:
+queueing under 300 ms, reading under 20 ms. A report, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import queue_bench as qb
+
+CASES = 1000
+READS = 20
+TARGET_QUEUE_MS = 300.0
+TARGET_READ_MS = 20.0
+
+
+class Server(qb.Server):
+    """The same server on PostgreSQL: nothing here reads its database but the server."""
+
+    def open_reader(self) -> None:
+        pass
+
+
+def measure(reps: int, database_url: str | None) -> tuple[list[float], list[float]]:
+    usage = qb.Usage()
+    queued: list[float] = []
+    reads: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="testqueue-batches-") as folder:
+        srv = (Server if database_url else qb.Server)(
+            Path(folder), usage, worker=False, database_url=database_url
+        )
+        try:
+            srv.start()
+            srv.api.call("POST", "/executions/queue/pause")
+            for n in range(CASES):
+                srv.create_case(f"release check {n}", tags=["release"])
+            for _ in range(reps):
+                began = time.perf_counter()
+                made = srv.api.call("POST", "/batches", {"tags": ["release"]})
+                queued.append((time.perf_counter() - began) * 1000)
+                if len(made["executions"]) != CASES:
+                    raise qb.BenchError(f"the batch has {len(made['executions'])} executions")
+                path = f"/batches/{made['batch']['id']}"
+                reads += qb.timed_ms(lambda p=path: qb.expect(srv.api.send("GET", p)), READS)
+        finally:
+            srv.stop()
+    return queued, reads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--postgres", help="a PostgreSQL URL to measure on instead of SQLite")
+    args = parser.parse_args(argv)
+    print("testqueue batch benchmark")
+    for line in qb.machine():
+        print(f"  {line}")
+    where = "PostgreSQL" if args.postgres else "SQLite"
+    queued, reads = measure(args.reps, args.postgres)
+    queue_ms, read_ms = statistics.median(queued), statistics.median(reads)
+    print(f"\n{where}: a batch of {CASES} executions, {args.reps} repetitions")
+    print(f"  POST /batches (by tag, 1 call)   median {queue_ms:8.1f} ms   target < {TARGET_QUEUE_MS:g} ms  {'met' if queue_ms < TARGET_QUEUE_MS else 'MISSED'}")  # noqa: E501
+    print(f"  GET /batches/{{id}} (all {CASES})   median {read_ms:8.1f} ms   p99 {qb.percentile(reads, 99):6.1f} ms   target < {TARGET_READ_MS:g} ms  {'met' if read_ms < TARGET_READ_MS else 'MISSED'}")  # noqa: E501
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
