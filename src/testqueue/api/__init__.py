@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from testqueue import errors
-from testqueue.api import contract
+from testqueue.api import contract, deps
 from testqueue.api.routes import (
     audit,
     auth,
@@ -30,8 +30,9 @@ PREFIX = "/api/v1"
 def mount(app: FastAPI) -> None:
     """Add the API's routes and its error answers to `app`."""
     _add_error_handlers(app)
+    once = Depends(deps.query_once(PREFIX))
     for module in (auth, users, tests, suites, batches, queue_routes, executions, audit):
-        app.include_router(module.router, prefix=PREFIX)
+        app.include_router(module.router, prefix=PREFIX, dependencies=[once])
     state: AppState = app.state.testqueue
     contract.install(app, sorted(test_cases.runner_kinds(state.registry)))
 

@@ -45,7 +45,7 @@ async def enqueue_batch(
     each one's, a step higher).
     """
     if not test_case_ids:
-        raise errors.BadRequest("the batch would be empty: nothing matches what it names")
+        raise errors.NotFound("no test case matches what the batch names: nothing was queued")
     async with db.write() as conn:
         batch_id = (
             await conn.execute(

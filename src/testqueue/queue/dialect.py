@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Select, Subquery
 from sqlalchemy.sql.dml import Insert
 
 from testqueue.database import Conn, Database
@@ -64,6 +64,15 @@ class Dialect(Protocol):
     ) -> Insert:
         """INSERT ... ON CONFLICT (`keys`) DO UPDATE SET `columns` = the new values,
         and each of `computed` = its expression (which may read the row kept)."""
+        ...
+
+    def numbered(self) -> Subquery:
+        """A list sent as parameters (`numbered_params`) read as a table: `n` each
+        row's place in it, `case_id` and `priority` (None: the test case's)."""
+        ...
+
+    def numbered_params(self, rows: list[tuple[int, int | None]]) -> dict[str, Any]:
+        """The parameters that `numbered` reads `rows` from."""
         ...
 
 

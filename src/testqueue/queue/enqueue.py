@@ -8,7 +8,7 @@ ways of queueing build from that.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -19,19 +19,17 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    false,
     func,
     insert,
     literal,
-    literal_column,
     or_,
     select,
-    true,
 )
 
 from testqueue import errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, TestCase, utcnow
+from testqueue.queue import dialect
 from testqueue.queue.order import PENDING
 from testqueue.queue.positions import count_ahead
 from testqueue.vocabulary import DEFAULT_PRIORITY, PRIORITY_WORDS, Status
@@ -77,31 +75,19 @@ NEW_RUN: dict[str, Any] = {
 GIVEN = ("user_id", "browser", "environment", "triggered_by", "batch_id")
 
 
-def _run_priority() -> Any:
+def _run_priority(asked: Any) -> Any:
     """A new run's priority: the one asked for, else its test case's."""
     return func.coalesce(
-        bindparam("priority", type_=Integer),
-        case(PRIORITY_WORDS, value=TestCase.priority, else_=DEFAULT_PRIORITY),
+        asked, case(PRIORITY_WORDS, value=TestCase.priority, else_=DEFAULT_PRIORITY)
     )
 
 
-def _run_base_url() -> Any:
-    """A new run's base URL: the one asked for, else its test case's `test_data.base_url`."""
-    return func.coalesce(
-        bindparam("base_url", type_=E.base_url.type), TestCase.test_data["base_url"].as_string()
-    )
+def _run_values(asked_priority: Any) -> dict[Any, Any]:
+    """Every column of a new run, as SQL over its row of test_cases and the request's params.
 
-
-def _run_retries() -> tuple[Any, Any]:
-    """A new run's retries and the results they follow: the request's, else its test case's."""
-    return (
-        func.coalesce(bindparam("retries", type_=Integer), TestCase.retries),
-        func.coalesce(bindparam("retry_on", type_=E.retry_on.type), TestCase.retry_on),
-    )
-
-
-def _one_run_insert() -> Any:
-    """INSERT INTO executions SELECT <a new run> FROM test_cases WHERE id = :case_id."""
+    The base URL is the one asked for, else the test case's `test_data.base_url`;
+    retries and the results they follow are the request's, else the test case's.
+    """
     columns = E.__table__.c
     values: dict[Any, Any] = {
         columns[name]: literal(value, columns[name].type) for name, value in NEW_RUN.items()
@@ -110,17 +96,23 @@ def _one_run_insert() -> Any:
     values.update(
         {
             E.test_case_id: TestCase.id,
-            E.priority: _run_priority(),
+            E.priority: _run_priority(asked_priority),
             E.queued_at: bindparam("now", type_=E.queued_at.type),
             E.required_tags: TestCase.required_tags,
-            E.base_url: _run_base_url(),
-            E.retries: _run_retries()[0],
-            E.retry_on: _run_retries()[1],
+            E.base_url: func.coalesce(
+                bindparam("base_url", type_=E.base_url.type),
+                TestCase.test_data["base_url"].as_string(),
+            ),
+            E.retries: func.coalesce(bindparam("retries", type_=Integer), TestCase.retries),
+            E.retry_on: func.coalesce(
+                bindparam("retry_on", type_=E.retry_on.type), TestCase.retry_on
+            ),
         }
     )
-    source = select(*values.values()).where(
-        TestCase.id == bindparam("case_id"), TestCase.archived_at.is_(None)
-    )
+    return values
+
+
+def _insert(values: dict[Any, Any], source: Any) -> Any:
     return (
         insert(E)
         .from_select([column.key for column in values], source)
@@ -128,40 +120,33 @@ def _one_run_insert() -> Any:
     )
 
 
-def _cases_statement() -> Any:
-    """The test cases to run, with what each new run takes from its own."""
-    priority = _run_priority()
-    retries, retry_on = _run_retries()
-    return select(
-        TestCase.id,
-        TestCase.required_tags,
-        priority.label("run_priority"),
-        _run_base_url().label("run_base_url"),
-        retries.label("run_retries"),
-        retry_on.label("run_retry_on"),
-    ).where(TestCase.id.in_(bindparam("ids", expanding=True)), TestCase.archived_at.is_(None))
+def _one_run_insert() -> Any:
+    """INSERT INTO executions SELECT <a new run> FROM test_cases WHERE id = :case_id."""
+    values = _run_values(bindparam("priority", type_=Integer))
+    source = select(*values.values()).where(
+        TestCase.id == bindparam("case_id"), TestCase.archived_at.is_(None)
+    )
+    return _insert(values, source)
 
 
-_CASES = _cases_statement()
+def _many_runs_insert(listed: Any) -> Any:
+    """INSERT INTO executions SELECT <a new run> FROM <the list> JOIN test_cases ORDER BY n.
+
+    One statement whatever the number of runs: the list goes to the database
+    as one parameter (`Dialect.numbered`), not as a thousand rows of them.
+    """
+    values = _run_values(listed.c.priority)
+    source = (
+        select(*values.values())
+        .select_from(listed.join(TestCase, TestCase.id == listed.c.case_id))
+        .where(TestCase.archived_at.is_(None))
+        .order_by(listed.c.n)
+    )
+    return _insert(values, source)
 
 
-def _constant(value: Any) -> Any:
-    """A value of NEW_RUN written into the statement itself, not sent with every row."""
-    if isinstance(value, bool):
-        return true() if value else false()
-    if isinstance(value, int):
-        return literal_column(str(value))
-    return literal_column(f"'{value}'")
-
-
-# Many rows: the constants are in the statement, so each row sends only what varies
-# (PostgreSQL's driver reads every placeholder of a thousand-row INSERT).
-_INSERT = (
-    insert(E)
-    .values({E.__table__.c[name]: _constant(value) for name, value in NEW_RUN.items()})
-    .returning(E.id, E.test_case_id, E.priority, sort_by_parameter_order=True)
-)
 _INSERT_ONE = _one_run_insert()
+_INSERT_MANY = {d.name: _many_runs_insert(d.numbered()) for d in (dialect.SQLITE, dialect.POSTGRES)}
 
 
 async def enqueue(
@@ -185,29 +170,36 @@ async def queue_in(
     options: RunOptions,
     priorities: Sequence[int] | None = None,
 ) -> list[Queued]:
+    """Queue one run per id in one statement; `priorities`, when given, sets each one's."""
     now = utcnow()
-    cases = await _load_cases(conn, set(test_case_ids), options, now)
-    given = _given(user_id, options)
-    rows = [_new_row(cases[case_id], given, now) for case_id in test_case_ids]
-    if priorities is not None:
-        for row, priority in zip(rows, priorities, strict=True):
-            row["priority"] = priority
-    # Counted before the insert, once for each priority among the new runs:
-    # a new run's `queued_at` is the newest, so every pending run of higher
-    # priority, or of equal priority queued at that instant or before, is ahead.
-    of_priority = await _ahead_of_priorities(conn, {row["priority"] for row in rows}, now)
-
-    def ahead(row: Any) -> int:
-        return of_priority[row.priority]
-
-    inserted = (await conn.execute(_INSERT, rows)).all()
+    asked = priorities if priorities is not None else [options.priority] * len(test_case_ids)
+    on = dialect.of_connection(conn)
+    params = {
+        **_given(user_id, options),
+        **on.numbered_params(list(zip(test_case_ids, asked, strict=True))),
+        "base_url": options.base_url,
+        "retries": options.retries,
+        "retry_on": options.retry_on,
+        "now": now,
+    }
+    # Ids rise in the order given (the insert takes the rows ORDER BY n).
+    inserted = sorted((await conn.execute(_INSERT_MANY[on.name], params)).all(), key=_by_id)
+    if len(inserted) != len(test_case_ids):
+        missing = sorted(set(test_case_ids) - {row.test_case_id for row in inserted})
+        raise errors.NotFound(  # raised inside the transaction: nothing is queued
+            f"test case {', '.join(map(str, missing))} does not exist or was deleted"
+        )
     # Other hosts hear of it from the database: on PostgreSQL every INSERT
     # into executions sends the NOTIFY (migration 0003).
-    positions = _positions_of_new(inserted, ahead)
+    positions = await _positions_of_new(conn, inserted, now)
     return [
         Queued(r.id, r.test_case_id, r.priority, position)
         for r, position in zip(inserted, positions, strict=True)
     ]
+
+
+def _by_id(row: Any) -> int:
+    return int(row.id)
 
 
 _AHEAD_OF_PRIORITY = select(func.count()).where(
@@ -220,14 +212,6 @@ _AHEAD_OF_PRIORITY = select(func.count()).where(
         ),
     ),
 )
-
-
-async def _ahead_of_priorities(conn: Conn, priorities: set[int], now: datetime) -> dict[int, int]:
-    """For runs queued now at each of these priorities, how many pending runs are ahead."""
-    ahead = {}
-    for p in priorities:
-        ahead[p] = int((await conn.execute(_AHEAD_OF_PRIORITY, {"p": p, "now": now})).scalar_one())
-    return ahead
 
 
 def _given(user_id: int | None, options: RunOptions) -> dict[str, Any]:
@@ -262,55 +246,30 @@ async def _enqueue_one(
     return Queued(row.id, row.test_case_id, row.priority, ahead + 1)
 
 
-def _positions_of_new(inserted: Sequence[Any], ahead: Callable[[Any], int]) -> list[int]:
-    """Positions of rows just queued together, from the runs that were pending before them.
+async def _positions_of_new(conn: Conn, inserted: Sequence[Any], now: datetime) -> list[int]:
+    """Positions of rows just queued together, counted once for each priority among them.
 
     They share `queued_at` (the newest in the line) and ids rise in the order
     given, so one of them stands ahead of another when its priority is higher,
-    or equal and it came first.
+    or equal and it came first; every other pending run of higher priority, or
+    of equal priority queued at that instant or before, is ahead of them all.
     """
     per_priority = Counter(row.priority for row in inserted)
-    higher: dict[int, int] = {}  # priority -> rows of this batch with a higher one
+    ours: dict[int, int] = {}  # priority -> rows of this batch at it or higher
+    higher: dict[int, int] = {}  # priority -> rows of this batch higher than it
     total = 0
     for priority in sorted(per_priority):
         higher[priority] = total
         total += per_priority[priority]
+        ours[priority] = total
+    others = {
+        p: int((await conn.execute(_AHEAD_OF_PRIORITY, {"p": p, "now": now})).scalar_one())
+        - ours[p]
+        for p in per_priority
+    }
     seen: Counter[int] = Counter()
     positions = []
     for row in inserted:
-        positions.append(ahead(row) + higher[row.priority] + seen[row.priority] + 1)
+        positions.append(others[row.priority] + higher[row.priority] + seen[row.priority] + 1)
         seen[row.priority] += 1
     return positions
-
-
-async def _load_cases(
-    conn: Conn, ids: set[int], options: RunOptions, now: datetime
-) -> dict[int, Any]:
-    params = {
-        "ids": list(ids),
-        "priority": options.priority,
-        "base_url": options.base_url,
-        "retries": options.retries,
-        "retry_on": options.retry_on,
-        "now": now,
-    }
-    found = {row.id: row for row in (await conn.execute(_CASES, params)).all()}
-    missing = sorted(ids - found.keys())
-    if missing:
-        raise errors.NotFound(
-            f"test case {', '.join(map(str, missing))} does not exist or was deleted"
-        )
-    return found
-
-
-def _new_row(case_row: Any, given: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {
-        **given,
-        "test_case_id": case_row.id,
-        "priority": case_row.run_priority,
-        "queued_at": now,
-        "required_tags": case_row.required_tags,
-        "base_url": case_row.run_base_url,
-        "retries": case_row.run_retries,
-        "retry_on": case_row.run_retry_on,
-    }

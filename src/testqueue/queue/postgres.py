@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import ColumnElement, Select, func, select, text
+from sqlalchemy import ColumnElement, Integer, Select, Subquery, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.sql.dml import Insert
@@ -118,6 +118,24 @@ class PostgresDialect:
         concurrent writers on many hosts."""
         params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
         return int((await conn.execute(COUNT_AHEAD, params)).scalar_one())
+
+    def numbered(self) -> Subquery:
+        # Two arrays side by side; WITH ORDINALITY numbers their elements.
+        listed = (
+            func.unnest(
+                bindparam("case_ids", type_=postgresql.ARRAY(Integer)),
+                bindparam("priorities", type_=postgresql.ARRAY(Integer)),
+            )
+            .table_valued("case_id", "priority", with_ordinality="n")
+            .render_derived("rows")
+        )
+        return select(listed.c.n, listed.c.case_id, listed.c.priority).subquery("listed")
+
+    def numbered_params(self, rows: list[tuple[int, int | None]]) -> dict[str, Any]:
+        return {
+            "case_ids": [case_id for case_id, _ in rows],
+            "priorities": [priority for _, priority in rows],
+        }
 
     def upsert(
         self,

@@ -9,12 +9,13 @@ SQLAlchemy drops `FOR UPDATE` on SQLite, so no query here pretends to lock rows.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Integer, Select, String, Subquery, bindparam, func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -88,6 +89,18 @@ class SqliteDialect:
             return int(higher) + int((await conn.execute(SAME_AHEAD, params)).scalar_one())
         behind = int((await conn.execute(SAME_BEHIND, params)).scalar_one())
         return int(higher) + int(total) - 1 - behind
+
+    def numbered(self) -> Subquery:
+        # One JSON text of [case_id, priority] pairs; json_each's `key` is the place.
+        listed = func.json_each(bindparam("listed", type_=String)).table_valued("key", "value")
+        return select(
+            listed.c.key.label("n"),
+            func.json_extract(listed.c.value, "$[0]").label("case_id"),
+            func.json_extract(listed.c.value, "$[1]").label("priority"),
+        ).subquery("listed")
+
+    def numbered_params(self, rows: list[tuple[int, int | None]]) -> dict[str, Any]:
+        return {"listed": json.dumps(rows)}
 
     def upsert(
         self,

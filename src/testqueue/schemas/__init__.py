@@ -27,6 +27,7 @@ from testqueue.schemas.common import (
     WEB_SCHEMES,
     Argument,
     LongText,
+    NoNul,
     Priority,
     ShortText,
     SlotCount,
@@ -35,8 +36,6 @@ from testqueue.schemas.common import (
     TestCaseRef,
     Timestamped,
     TokenDays,
-    no_nul,
-    no_nul_text,
     plain_json,
 )
 from testqueue.schemas.executions import (
@@ -92,6 +91,7 @@ __all__ = [
     "ExecutionPage",
     "ExecutionPublic",
     "LongText",
+    "NoNul",
     "Password",
     "PasswordChange",
     "PasswordReset",
@@ -123,7 +123,5 @@ __all__ = [
     "UserPublic",
     "Username",
     "WorkerPublic",
-    "no_nul",
-    "no_nul_text",
     "plain_json",
 ]

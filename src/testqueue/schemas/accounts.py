@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,10 +13,10 @@ from pydantic import (
 )
 
 from testqueue.schemas.common import (
+    NoNul,
     Strict,
     Timestamped,
     TokenDays,
-    no_nul_text,
 )
 from testqueue.vocabulary import (
     Role,
@@ -61,9 +60,7 @@ class PasswordReset(Strict):
 
 
 class AccessTokenCreate(Strict):
-    name: Annotated[
-        str, StringConstraints(min_length=1, max_length=100), AfterValidator(no_nul_text)
-    ]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), NoNul()]
     expires_in_days: TokenDays | None = Field(
         default=None,
         description="days until the token stops working; none for no expiry",

@@ -3,36 +3,55 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
 from typing_extensions import TypedDict
 
 from testqueue.schemas.common import (
     MAX_BULK_RUNS,
+    NoNul,
     ShortText,
     Strict,
     SuiteRef,
     Tag,
     TestCaseRef,
     Timestamped,
-    no_nul_text,
+    partial_update,
+    tags_fit,
 )
 from testqueue.schemas.executions import RunFields, RunQueued
-from testqueue.vocabulary import MAX_TAGS_CHARS, TagMode
+from testqueue.vocabulary import TagMode
 
-SuiteName = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
-SuiteText = Annotated[str, StringConstraints(max_length=2000)]
+SuiteName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), NoNul()
+]
+SuiteText = Annotated[str, StringConstraints(max_length=2000), NoNul()]
 
 
-def _tags_fit(tags: list[str]) -> list[str]:
-    stored = 1 + sum(len(tag) + 1 for tag in {t.lower() for t in tags})
-    if stored > MAX_TAGS_CHARS:
-        raise ValueError(f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}")
-    return tags
+def _any_given(*required: tuple[str, JsonDict]) -> ConfigDict:
+    """The schema states the model's rule that at least one of these fields selects something."""
+    return ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": [name], "properties": {name: rule}} for name, rule in required]
+        }
+    )
+
+
+NOT_EMPTY: JsonDict = {"minItems": 1}
 
 
 class SuiteFields(Strict):
+    model_config = _any_given(("test_case_ids", NOT_EMPTY), ("tags", NOT_EMPTY))
+
     name: SuiteName
     description: SuiteText = ""
     test_case_ids: list[TestCaseRef] = Field(
@@ -43,15 +62,10 @@ class SuiteFields(Strict):
     )
     tag_mode: TagMode = Field(default=TagMode.ANY, description="`any` or `all` of the tags")
 
-    @field_validator("name", "description")
-    @classmethod
-    def _plain(cls, value: str) -> str:
-        return no_nul_text(value)
-
     @field_validator("tags")
     @classmethod
     def _fit(cls, tags: list[str]) -> list[str]:
-        return _tags_fit(tags)
+        return tags_fit(tags)
 
     @model_validator(mode="after")
     def _selects_something(self) -> SuiteFields:
@@ -64,14 +78,12 @@ class SuiteCreate(SuiteFields):
     pass
 
 
-class SuiteUpdate(Strict):
-    """Any subset of the fields; the others keep their values."""
-
-    name: str | None = None
-    description: str | None = None
-    test_case_ids: list[int] | None = None
-    tags: list[str] | None = None
-    tag_mode: str | None = None
+if TYPE_CHECKING:
+    SuiteUpdate = Strict
+else:
+    SuiteUpdate = partial_update(
+        SuiteFields, "SuiteUpdate", "Any subset of the fields; the others keep their values."
+    )
 
 
 class SuitePublic(Timestamped):
@@ -95,6 +107,10 @@ class SuitePage(BaseModel):
 
 class BatchCreate(RunFields):
     """What to run (a suite, tags, test case ids: any mix) and how."""
+
+    model_config = _any_given(
+        ("suite_id", {"not": {"type": "null"}}), ("tags", NOT_EMPTY), ("test_case_ids", NOT_EMPTY)
+    )
 
     suite_id: SuiteRef | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=20)
@@ -153,26 +169,12 @@ class BatchPublic(Timestamped):
     duration_seconds: float | None
 
 
-class BatchExecution(Timestamped):
-    """One execution of a batch, as much as a batch's page and its CI client show."""
-
-    id: int
-    test_case_id: int | None
-    test_case_title: str | None
-    status: str
-    result: str | None
-    flaky: bool
-    attempt: int
-    priority: int
-    queued_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    run_seconds: float | None
-    error_message: str | None
-
-
 class ExecutionRow(TypedDict):
-    """`BatchExecution` as plain data, for writing a thousand of them at once."""
+    """One execution of a batch, as much as a batch's page, its report and the CI client show.
+
+    Plain data, not a model: a release's batch writes a thousand of them at
+    once (`services.batches` gives every time in UTC).
+    """
 
     id: int
     test_case_id: int | None
@@ -190,7 +192,7 @@ class ExecutionRow(TypedDict):
 
 
 class BatchDetail(BatchPublic):
-    executions: list[BatchExecution]
+    executions: list[ExecutionRow]
 
 
 class BatchPage(BaseModel):

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
     WithJsonSchema,
+    create_model,
     field_serializer,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from testqueue.vocabulary import (
     HIGHEST_PRIORITY,
@@ -26,6 +31,7 @@ from testqueue.vocabulary import (
     MAX_RETRIES,
     MAX_SLOTS,
     MAX_TAG_CHARS,
+    MAX_TAGS_CHARS,
     PRIORITY_WORDS,
     TAG_PATTERN,
     parse_priority,
@@ -76,17 +82,35 @@ Priority = Annotated[
 ]
 
 
-def no_nul(value: str) -> str:
-    if "\0" in value:
-        raise ValueError("an argument may not contain a NUL character")
-    return value
+NUL_FREE_PATTERN = r"^[^\x00]*$"
 
 
-def no_nul_text(value: str) -> str:
-    # PostgreSQL cannot store NUL in text: refuse it here rather than fail as a 500.
-    if "\0" in value:
-        raise ValueError("text may not contain a NUL character")
-    return value
+@dataclass(frozen=True)
+class NoNul:
+    """Text without a NUL character (PostgreSQL cannot store one): refused with a message
+    in words, and stated in the schema as a pattern, beside any pattern of its own."""
+
+    what: str = "text"
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        described = handler(schema)
+        if "pattern" in described:
+            described.setdefault("allOf", []).append({"pattern": NUL_FREE_PATTERN})
+        else:
+            described["pattern"] = NUL_FREE_PATTERN
+        return described
+
+    def check(self, value: str) -> str:
+        if "\0" in value:
+            raise ValueError(f"{self.what} may not contain a NUL character")
+        return value
 
 
 def plain_json(value: Any) -> Any:
@@ -110,10 +134,10 @@ def plain_json(value: Any) -> Any:
     return value
 
 
-Argument = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS), AfterValidator(no_nul)]
+Argument = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS), NoNul("an argument")]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS, pattern=TAG_PATTERN)]
-ShortText = Annotated[str, StringConstraints(max_length=100), AfterValidator(no_nul_text)]
-LongText = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(no_nul_text)]
+ShortText = Annotated[str, StringConstraints(max_length=100), NoNul()]
+LongText = Annotated[str, StringConstraints(max_length=20_000), NoNul()]
 
 
 def _utc(value: datetime | None) -> str | None:
@@ -132,3 +156,30 @@ class Timestamped(BaseModel):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def partial_update(model: type[BaseModel], name: str, doc: str) -> type[Strict]:
+    """An update of `model`: any subset of its fields, each with its own type and limits
+    (null only where `model` takes null). The whole is checked again once merged with
+    the values kept, so the rules across fields hold too."""
+    fields: dict[str, Any] = {
+        field_name: (
+            Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation,
+            Field(
+                default=None,
+                description=field.description,
+                json_schema_extra=field.json_schema_extra,
+            ),
+        )
+        for field_name, field in model.model_fields.items()
+    }
+    made: type[Strict] = create_model(name, __base__=Strict, __doc__=doc, **fields)
+    return made
+
+
+def tags_fit(tags: list[str]) -> list[str]:
+    """Tags are stored together, fenced by commas, in one column of MAX_TAGS_CHARS."""
+    stored = 1 + sum(len(tag) + 1 for tag in {t.lower() for t in tags})
+    if stored > MAX_TAGS_CHARS:
+        raise ValueError(f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}")
+    return tags

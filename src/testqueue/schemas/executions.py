@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     Field,
     StringConstraints,
@@ -17,13 +16,13 @@ from testqueue.schemas.common import (
     MAX_BULK_RUNS,
     MAX_URL_CHARS,
     BatchRef,
+    NoNul,
     Priority,
     ShortText,
     SlotCount,
     Strict,
     TestCaseRef,
     Timestamped,
-    no_nul_text,
 )
 
 # -- executions ----------------------------------------------------------------------------
@@ -33,15 +32,13 @@ class RunFields(Strict):
     """How to run: all optional; priority defaults to the test case's."""
 
     priority: Priority | None = None
-    browser: (
-        Annotated[str, StringConstraints(max_length=32), AfterValidator(no_nul_text)] | None
-    ) = None
+    browser: Annotated[str, StringConstraints(max_length=32), NoNul()] | None = None
     environment: ShortText | None = None
     base_url: (
         Annotated[
             str,
             StringConstraints(max_length=MAX_URL_CHARS, pattern=r"^https?://"),
-            AfterValidator(no_nul_text),
+            NoNul(),
         ]
         | None
     ) = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -21,16 +21,17 @@ from testqueue.schemas.common import (
     WEB_SCHEMES,
     Argument,
     LongText,
+    NoNul,
     RetryCount,
     RetryResult,
     Strict,
     Tag,
     Timestamped,
-    no_nul_text,
+    partial_update,
     plain_json,
+    tags_fit,
 )
 from testqueue.vocabulary import (
-    MAX_TAGS_CHARS,
     PriorityWord,
     RunnerKind,
     TestType,
@@ -43,7 +44,7 @@ class TestCaseFields(Strict):
     title: Annotated[
         str,
         StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
-        AfterValidator(no_nul_text),
+        NoNul(),
     ]
     description: LongText = ""
     test_type: TestType = TestType.E2E
@@ -55,7 +56,12 @@ class TestCaseFields(Strict):
     preconditions: LongText = ""
     test_data: Annotated[dict[str, Any], AfterValidator(plain_json)] = Field(default_factory=dict)
     runner: Annotated[str, StringConstraints(min_length=1, max_length=16)] = RunnerKind.COMMAND
-    command: list[Argument] | None = Field(default=None, max_length=MAX_ARGV_ITEMS)
+    command: list[Argument] | None = Field(
+        default=None,
+        max_length=MAX_ARGV_ITEMS,
+        description="the argv of a command test case; its program first",
+        json_schema_extra={"prefixItems": [{"minLength": 1}]},
+    )
     # Strict: `true` is not one second, nor "30" a number.
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=7 * 24 * 3600, allow_inf_nan=False, strict=True
@@ -91,23 +97,22 @@ class TestCaseFields(Strict):
             raise ValueError(f"`base_url` may have at most {MAX_URL_CHARS} characters")
         return data
 
+    @field_validator("command")
+    @classmethod
+    def _program_named(cls, command: list[str] | None) -> list[str] | None:
+        if command and not command[0]:
+            raise ValueError("`command[0]` (the program) may not be empty")
+        return command
+
     @field_validator("required_tags", "tags")
     @classmethod
     def _tags_fit(cls, tags: list[str]) -> list[str]:
-        stored = 1 + sum(len(tag) + 1 for tag in {t.lower() for t in tags})
-        if stored > MAX_TAGS_CHARS:
-            raise ValueError(
-                f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}"
-            )
-        return tags
+        return tags_fit(tags)
 
     @model_validator(mode="after")
     def _runner_fields(self) -> TestCaseFields:
-        if self.runner == RunnerKind.COMMAND:
-            if not self.command:
-                raise ValueError("a command test case needs `command`: a non-empty argv list")
-            if not self.command[0]:
-                raise ValueError("`command[0]` (the program) may not be empty")
+        if self.runner == RunnerKind.COMMAND and not self.command:
+            raise ValueError("a command test case needs `command`: a non-empty argv list")
         return self
 
 
@@ -115,24 +120,12 @@ class TestCaseCreate(TestCaseFields):
     pass
 
 
-class TestCaseUpdate(Strict):
-    """Any subset of the fields; the others keep their values."""
-
-    title: str | None = None
-    description: str | None = None
-    test_type: str | None = None
-    priority: str | None = None
-    steps: list[Any] | None = None
-    expected_result: str | None = None
-    preconditions: str | None = None
-    test_data: dict[str, Any] | None = None
-    runner: str | None = None
-    command: list[Any] | None = None
-    timeout_seconds: float | None = None
-    required_tags: list[Any] | None = None
-    tags: list[Any] | None = None
-    retries: Any = None
-    retry_on: list[Any] | None = None
+if TYPE_CHECKING:
+    TestCaseUpdate = Strict
+else:
+    TestCaseUpdate = partial_update(
+        TestCaseFields, "TestCaseUpdate", "Any subset of the fields; the others keep their values."
+    )
 
 
 class TestCasePublic(Timestamped):

@@ -24,7 +24,6 @@ from testqueue.schemas.batches import (
     BatchCounts,
     BatchCreate,
     BatchDetail,
-    BatchExecution,
     BatchPage,
     BatchPublic,
     BatchQueued,
@@ -124,33 +123,45 @@ async def read_batch(db: Database, batch_id: int) -> BatchPublic:
     return summary
 
 
-_EXECUTIONS = (
-    select(
-        E.id,
-        E.test_case_id,
-        TestCase.title,
-        E.status,
-        E.result,
-        E.flaky,
-        E.attempt,
-        E.priority,
-        E.queued_at,
-        E.started_at,
-        E.completed_at,
-        E.error_message,
+def _rows_where(condition: Any) -> Any:
+    return (
+        select(
+            E.id,
+            E.test_case_id,
+            TestCase.title,
+            E.status,
+            E.result,
+            E.flaky,
+            E.attempt,
+            E.priority,
+            E.queued_at,
+            E.started_at,
+            E.completed_at,
+            E.error_message,
+        )
+        .outerjoin(TestCase, TestCase.id == E.test_case_id)
+        .where(condition)
+        .order_by(E.id)
     )
-    .outerjoin(TestCase, TestCase.id == E.test_case_id)
-    .where(E.batch_id == bindparam("batch_id"))
-    .order_by(E.id)
-)
+
+
+_EXECUTIONS = _rows_where(E.batch_id == bindparam("batch_id"))
+_EXECUTION = _rows_where(E.id == bindparam("id"))
+
+
+async def execution_row(db: Database, execution_id: int) -> ExecutionRow:
+    """One execution as a batch shows it (batch or not)."""
+    async with db.read() as conn:
+        rows = (await conn.execute(_EXECUTION, {"id": execution_id})).all()
+    if not rows:
+        raise errors.NotFound(f"execution {execution_id} does not exist")
+    return _executions(rows)[0]
 
 
 async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
     """A batch and every one of its executions, in the order queued."""
     summary, items = await _with_executions(db, batch_id)
-    return BatchDetail(
-        **dict(summary), executions=[BatchExecution.model_validate(i) for i in items]
-    )
+    return BatchDetail(**dict(summary), executions=items)
 
 
 async def batch_json(db: Database, batch_id: int) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 from xml.etree import ElementTree as ET
 
 from sqlalchemy import and_, case, func, select
@@ -21,7 +20,8 @@ from sqlalchemy import and_, case, func, select
 from testqueue.database import Conn, Database
 from testqueue.models import Execution as E
 from testqueue.models import ExecutionLog, ExecutionStep
-from testqueue.services import batches, executions
+from testqueue.schemas.batches import ExecutionRow
+from testqueue.services import batches
 from testqueue.vocabulary import Result, Status
 
 # Per test case, so a report of a thousand runs stays a few megabytes.
@@ -31,7 +31,7 @@ OUT_CHARS = 8_000
 async def batch_report(db: Database, batch_id: int) -> bytes:
     detail = await batches.batch_detail(db, batch_id)
     async with db.read() as conn:
-        outs = await _outputs(conn, [e.id for e in detail.executions])
+        outs = await _outputs(conn, [e["id"] for e in detail.executions])
     suite = _suite(detail.name, detail.executions, outs)
     suite.set("id", str(detail.id))
     suite.set("timestamp", detail.queued_at.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -43,8 +43,8 @@ async def batch_report(db: Database, batch_id: int) -> bytes:
     return _document([suite])
 
 
-async def execution_report(db: Database, settings: Any, execution_id: int) -> bytes:
-    one = await executions.execution_detail(db, settings, execution_id)
+async def execution_report(db: Database, execution_id: int) -> bytes:
+    one = await batches.execution_row(db, execution_id)
     async with db.read() as conn:
         outs = await _outputs(conn, [execution_id])
     name = f"execution {execution_id}"
@@ -62,14 +62,14 @@ def _document(suites: list[ET.Element]) -> bytes:
     return document
 
 
-def _suite(name: str, items: Sequence[Any], outs: dict[int, str]) -> ET.Element:
+def _suite(name: str, items: Sequence[ExecutionRow], outs: dict[int, str]) -> ET.Element:
     suite = ET.Element("testsuite", name=_xml_text(name))
     totals = {"failures": 0, "errors": 0, "skipped": 0}
     time = 0.0
     for item in items:
-        case_ = _testcase(name, item, outs.get(item.id, ""))
+        case_ = _testcase(name, item, outs.get(item["id"], ""))
         suite.append(case_)
-        time += item.run_seconds or 0.0
+        time += item["run_seconds"] or 0.0
         for tag, total in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
             if case_.find(tag) is not None:
                 totals[total] += 1
@@ -80,27 +80,27 @@ def _suite(name: str, items: Sequence[Any], outs: dict[int, str]) -> ET.Element:
     return suite
 
 
-def _testcase(classname: str, item: Any, out: str) -> ET.Element:
-    title = _xml_text(item.test_case_title or f"test case {item.test_case_id}")
+def _testcase(classname: str, item: ExecutionRow, out: str) -> ET.Element:
+    title = _xml_text(item["test_case_title"] or f"test case {item['test_case_id']}")
     case_ = ET.Element(
         "testcase",
         name=title,
         classname=_xml_text(classname),
-        time=_seconds(item.run_seconds or 0.0),
+        time=_seconds(item["run_seconds"] or 0.0),
     )
     properties = ET.SubElement(case_, "properties")
-    _property(properties, "execution", item.id)
-    _property(properties, "flaky", "true" if item.flaky else "false")
-    _property(properties, "attempts", item.attempt)
-    message = _xml_text(item.error_message or "")
-    if item.status == Status.CANCELLED:
+    _property(properties, "execution", item["id"])
+    _property(properties, "flaky", "true" if item["flaky"] else "false")
+    _property(properties, "attempts", item["attempt"])
+    message = _xml_text(item["error_message"] or "")
+    if item["status"] == Status.CANCELLED:
         ET.SubElement(case_, "skipped", message=message or "cancelled")
-    elif item.status != Status.COMPLETED:
-        ET.SubElement(case_, "skipped", message=f"not finished: {item.status}")
-    elif item.result == Result.FAIL:
+    elif item["status"] != Status.COMPLETED:
+        ET.SubElement(case_, "skipped", message=f"not finished: {item['status']}")
+    elif item["result"] == Result.FAIL:
         ET.SubElement(case_, "failure", message=message, type="fail").text = message
-    elif item.result in (Result.ERROR, Result.TIMEOUT):
-        ET.SubElement(case_, "error", message=message, type=item.result).text = message
+    elif item["result"] in (Result.ERROR, Result.TIMEOUT):
+        ET.SubElement(case_, "error", message=message, type=item["result"]).text = message
     if out:
         ET.SubElement(case_, "system-out").text = out
     return case_

@@ -110,7 +110,7 @@ async def execution_junit(
     state: State, execution_id: ExecutionId, _actor: CurrentActor
 ) -> Response:
     """One execution as JUnit XML."""
-    report = await reports.execution_report(state.db, state.settings, execution_id)
+    report = await reports.execution_report(state.db, execution_id)
     return Response(report, media_type="application/xml")
 
 

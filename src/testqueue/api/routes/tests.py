@@ -11,6 +11,7 @@ from testqueue.api.deps import CurrentActor, State
 from testqueue.params import Offset, TestCaseId
 from testqueue.schemas import (
     MAX_PAGE_SIZE,
+    Tag,
     TestCaseCreate,
     TestCasePage,
     TestCasePublic,
@@ -30,7 +31,7 @@ async def list_test_cases(
     search: Annotated[str | None, Query(max_length=200, description="in the title")] = None,
     runner: Annotated[str | None, Query(max_length=16)] = None,
     tag: Annotated[
-        list[str] | None, Query(max_length=40, description="any of these tags (repeatable)")
+        list[Tag] | None, Query(max_length=40, description="any of these tags (repeatable)")
     ] = None,
 ) -> TestCasePage:
     """Test cases, newest first, with an optional title search, runner and tags."""
