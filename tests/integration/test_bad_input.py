@@ -352,8 +352,29 @@ async def test_ids_and_query_parameters(api: Any) -> None:
         ("GET", "/executions?result=passed", {}, 422, "result: Input should be 'pass'"),
         ("GET", "/executions?test_case_id=x", {}, 422, "test_case_id"),
         ("GET", "/tests?search=" + "s" * 201, {}, 422, "search"),
+        ("GET", "/tests?search=a&search=b", {}, 422, "search: give it once, not 2 times"),
+        ("GET", "/executions?limit=5&limit=6&limit=7", {}, 422, "limit: give it once, not 3"),
+        ("GET", "/tests?tag=a%20b", {}, 422, "tag.0: String should match pattern"),
+        (
+            "PUT",
+            f"/tests/{api.test_id}",
+            {"json": {"description": None}},
+            422,
+            "description: Input should be a valid string",
+        ),
+        ("PUT", f"/tests/{api.test_id}", {"json": {"retries": 6}}, 422, "retries: Input should"),
+        (
+            "PUT",
+            f"/tests/{api.test_id}",
+            {"json": {"command": ["", "x"]}},
+            422,
+            "`command[0]` (the program) may not be empty",
+        ),
+        ("POST", "/tests", {"json": {"title": "a\u0000", "command": ["t"]}}, 422, "NUL"),
     ]
     await check_refusals(api, cases)
+    tags = await api.client.get(f"{V1}/tests?tag=a&tag=b", headers=api.admin)
+    assert tags.status_code == 200, "a list parameter is given once per value"
     assert (await api.get(f"/executions/{execution_id}"))["status"] == "pending"
 
 

@@ -57,7 +57,11 @@ CASE_FIELDS = [
     "command",
     "timeout_seconds",
     "required_tags",
+    "tags",
+    "retries",
+    "retry_on",
 ]
+SUITE_FIELDS = ["name", "description", "test_case_ids", "tags", "tag_mode"]
 FORMS: dict[str, list[str]] = {
     "/runs": ["test_case_id", "priority", "back"],
     "/executions/{execution}/cancel": ["back"],
@@ -74,10 +78,19 @@ FORMS: dict[str, list[str]] = {
     "/admin/users": ["username", "password", "role"],
     "/admin/users/{other_user}": ["role", "active"],
     "/admin/users/{other_user}/password": ["password"],
+    "/suites": SUITE_FIELDS,
+    "/suites/{suite}": SUITE_FIELDS,
+    "/suites/{suite}/delete": ["confirm"],
+}
+# Forms whose plain post queues or cancels: checked after the row counts.
+ACTIONS: dict[str, list[str]] = {
+    "/suites/{suite}/run": ["priority"],
+    "/batches/{batch}/rerun": ["only", "priority"],
+    "/batches/{batch}/cancel": [],
 }
 QUERIES: dict[str, list[str]] = {
     "/signin": ["next"],
-    "/tests": ["q", "page"],
+    "/tests": ["q", "page", "tag"],
     "/history": ["status", "result", "test_case", "user", "page"],
     "/admin": ["page"],
     "/events/executions/{execution}": ["chars", "cut"],
@@ -89,6 +102,9 @@ PATHS = [
     "/executions/{bad}/log",
     "/executions/{execution}/artifacts/{bad}",
     "/events/executions/{bad}",
+    "/suites/{bad}",
+    "/batches/{bad}",
+    "/events/batches/{bad}",
 ]
 BAD_IDS = ["\N{SUPERSCRIPT TWO}", "-1", "0", "9" * 30, "1.5", "%00"]
 
@@ -105,7 +121,17 @@ async def _subject(api: Api) -> dict[str, str]:
     token = (
         await api.client.post("/api/v1/users/me/tokens", json={"name": "t"}, headers=api.admin)
     ).json()["id"]
+    suite = (
+        await api.client.post(
+            "/api/v1/suites", json={"name": "bad", "test_case_ids": [test_id]}, headers=api.admin
+        )
+    ).json()
+    batch = (
+        await api.client.post("/api/v1/batches", json={"suite_id": suite["id"]}, headers=api.admin)
+    ).json()
     return {
+        "suite": str(suite["id"]),
+        "batch": str(batch["batch"]["id"]),
         "test_case": str(test_id),
         "execution": str(execution),
         "other_user": str(other),
@@ -117,7 +143,25 @@ async def _rows(api: Api) -> tuple[int, ...]:
     tests = await api.get("/tests?limit=1")
     executions = await api.get("/executions?limit=1")
     users = await api.get("/users")
-    return tests["total"], executions["total"], len(users)
+    suites = await api.get("/suites?limit=1")
+    batches = await api.get("/batches?limit=1")
+    return tests["total"], executions["total"], len(users), suites["total"], batches["total"]
+
+
+async def _post_forms(
+    browser: Any, forms: dict[str, list[str]], subject: dict[str, str]
+) -> list[tuple[int, str]]:
+    """Each form with each bad value in each field, and once empty: (status, what was sent)."""
+    answers = []
+    for path, fields in forms.items():
+        target = path.format(**subject)
+        for field in fields:
+            for value in BAD:
+                response = await browser.post(target, **{field: value})
+                answers.append((response.status_code, f"POST {target} {field}={value[:20]!r}"))
+        response = await browser.post(target)
+        answers.append((response.status_code, f"POST {target} (empty)"))
+    return answers
 
 
 async def test_every_dashboard_form_and_query_refuses_bad_values_without_a_500(
@@ -127,14 +171,7 @@ async def test_every_dashboard_form_and_query_refuses_bad_values_without_a_500(
     before = await _rows(api_only)
     answers: list[tuple[int, str]] = []
     async with api_only.dashboard() as browser:
-        for path, fields in FORMS.items():
-            target = path.format(**subject)
-            for field in fields:
-                for value in BAD:
-                    response = await browser.post(target, **{field: value})
-                    answers.append((response.status_code, f"POST {target} {field}={value[:20]!r}"))
-            response = await browser.post(target)
-            answers.append((response.status_code, f"POST {target} (empty)"))
+        answers += await _post_forms(browser, FORMS, subject)
         for path, params in QUERIES.items():
             target = path.format(**subject)
             for param in params:
@@ -152,10 +189,11 @@ async def test_every_dashboard_form_and_query_refuses_bad_values_without_a_500(
                 headers={b"Last-Event-ID": last_event_id},
             )
             answers.append((response.status_code, f"Last-Event-ID {last_event_id!r}"))
+        assert await _rows(api_only) == before, "a refused form wrote a row"
+        answers += await _post_forms(browser, ACTIONS, subject)
     failures = [where for code, where in answers if code >= 500]
     assert failures == [], failures[:10]
-    assert len(answers) > 800
-    assert await _rows(api_only) == before, "a refused form wrote a row"
+    assert len(answers) > 1000
 
 
 async def test_a_deeply_nested_case_form_is_refused_next_to_its_field(api_only: Api) -> None:

@@ -21,6 +21,7 @@ from testqueue.api.routes import (
     tests,
     users,
 )
+from testqueue.schemas.common import problem_text
 from testqueue.services import test_cases
 from testqueue.state import AppState, get_state
 
@@ -74,10 +75,8 @@ def _problem(error: Any) -> dict[str, Any]:
             "msg": f"the body is not valid JSON: {reason} at character {position}",
             "type": "json_invalid",
         }
-    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     return {
         "loc": list(error.get("loc", ())),
-        "msg": f"{where}: {message}" if where else message,
+        "msg": problem_text(error),
         "type": error.get("type", "value_error"),
     }

@@ -158,6 +158,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def problem_message(error: Any) -> str:
+    """A pydantic error's message in plain words (without its "Value error, " prefix)."""
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
+def problem_text(error: Any) -> str:
+    """One pydantic error as `where: what`, e.g. `tags.0: String should match ...`."""
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    message = problem_message(error)
+    return f"{where}: {message}" if where else message
+
+
 def partial_update(model: type[BaseModel], name: str, doc: str) -> type[Strict]:
     """An update of `model`: any subset of its fields, each with its own type and limits
     (null only where `model` takes null). The whole is checked again once merged with

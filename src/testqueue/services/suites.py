@@ -18,6 +18,7 @@ from testqueue import errors
 from testqueue.database import Conn, Database
 from testqueue.models import Suite, TestCase, utcnow
 from testqueue.schemas.batches import SuiteCreate, SuitePage, SuitePublic, SuiteUpdate
+from testqueue.schemas.common import problem_text
 from testqueue.services.accounts import Actor
 from testqueue.services.test_cases import tagged
 from testqueue.vocabulary import TagMode, decode_tags, encode_tags
@@ -87,10 +88,7 @@ async def update_suite(
                     {k: v for k, v in merged.items() if k in SuiteCreate.model_fields}
                 )
             except ValidationError as exc:
-                problem = exc.errors()[0]
-                where = ".".join(str(p) for p in problem["loc"])
-                message = problem["msg"].removeprefix("Value error, ")
-                raise errors.InvalidInput(f"{where}: {message}" if where else message) from exc
+                raise errors.InvalidInput(problem_text(exc.errors()[0])) from exc
             row = (
                 (
                     await conn.execute(

@@ -22,6 +22,7 @@ from testqueue.models import Execution, TestCase, utcnow
 from testqueue.runners import Registry
 from testqueue.runners import steps as browser_steps
 from testqueue.schemas import TestCaseCreate, TestCasePage, TestCasePublic, TestCaseUpdate
+from testqueue.schemas.common import problem_text
 from testqueue.services.accounts import Actor
 from testqueue.vocabulary import (
     CANCELLED_CASE_DELETED,
@@ -230,10 +231,7 @@ def _checked(registry: Registry, body: TestCaseCreate, actor: Actor) -> dict[str
 
 
 def _first_problem(exc: ValidationError) -> str:
-    problem = exc.errors()[0]
-    where = ".".join(str(part) for part in problem["loc"])
-    message = problem["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    return problem_text(exc.errors()[0])
 
 
 def _public(row: Any) -> TestCasePublic:

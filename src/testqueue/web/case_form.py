@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from testqueue.schemas import TestCaseCreate, TestCasePublic
+from testqueue.schemas.common import problem_message
 from testqueue.vocabulary import MAX_RETRIES, PriorityWord, RunnerKind, TestType, parse_whole
 from testqueue.web import forms
 
@@ -185,7 +186,7 @@ def to_body(form: CaseForm) -> TestCaseCreate:
 def _placed(error: Any) -> tuple[str, str]:
     """The field a pydantic error belongs to, and its message in plain words."""
     location = [str(part) for part in error.get("loc", ())]
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    message = problem_message(error)
     if location and location[0] in FIELDS:
         inner = ".".join(location[1:])
         if location[0] == "command" and inner.isdigit():

@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 
 from testqueue import errors
 from testqueue.schemas.batches import BatchCreate, SuiteCreate, SuitePublic, SuiteUpdate
+from testqueue.schemas.common import problem_text
 from testqueue.services import batches, suites
 from testqueue.state import get_state
 from testqueue.vocabulary import MAX_INT_ID, TagMode, parse_id
@@ -57,10 +58,7 @@ def _body(values: dict[str, str]) -> dict[str, Any]:
 
 
 def _problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    return problem_text(exc.errors()[0])
 
 
 @router.post("/suites")
@@ -117,9 +115,10 @@ async def update_suite(request: Request, suite_id: SuiteId, viewer: ChangingView
     try:
         changes = SuiteUpdate.model_validate(_body(values))
         saved = await suites.update_suite(state.db, suite_id, changes, viewer.actor)
-    except errors.InvalidInput as exc:
+    except (ValidationError, errors.InvalidInput) as exc:
+        problem = _problem(exc) if isinstance(exc, ValidationError) else exc.message
         return await _suite_page(
-            request, viewer, suite, status_code=422, values=values, problem_text=exc.message
+            request, viewer, suite, status_code=422, values=values, problem_text=problem
         )
     return done(request, f"Suite {saved.name!r} saved.", f"/suites/{suite_id}")
 
