@@ -7,10 +7,11 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 
 from conftest import ADMIN_PASSWORD, Api
 from testqueue.models import AccessToken, LoginFailure, Session, utcnow
+from testqueue.services import throttle
 
 LOGIN = "/api/v1/auth/login"
 V1 = "/api/v1"
@@ -206,10 +207,12 @@ async def _fail(api: Api, username: str) -> Any:
 
 
 async def _lockout_passes(api: Api) -> None:
+    """As if the lockout's time went by: in the database, and in what the process saw."""
     async with api.state.db.write() as conn:
         await conn.execute(
             update(LoginFailure).values(blocked_until=utcnow() - timedelta(seconds=1))
         )
+    api.state.accounts.lockouts = throttle.Lockouts()
 
 
 async def test_failed_sign_ins_are_throttled_per_username_with_growing_waits(
@@ -233,6 +236,24 @@ async def test_failed_sign_ins_are_throttled_per_username_with_growing_waits(
     assert await _login(api_only, "wes", password)
     for _ in range(4):  # a success forgot the username's failures
         assert (await _fail(api_only, "wes")).status_code == 401
+
+
+async def test_a_lockout_from_another_host_holds_and_one_seen_is_refused_unread(
+    api_only: Api,
+) -> None:
+    until = utcnow() + timedelta(minutes=5)
+    async with api_only.state.db.write() as conn:  # another API host locked "vic" out
+        await conn.execute(
+            insert(LoginFailure).values(
+                key="user:vic", failures=9, first_at=utcnow(), blocked_until=until
+            )
+        )
+    _says(await _fail(api_only, "vic"), 429, "too many failed sign-ins")
+    async with api_only.state.db.write() as conn:  # gone from the database ...
+        await conn.execute(delete(LoginFailure))
+    # ... the process still knows: nothing ends a lockout early, so it needs no read.
+    _says(await _fail(api_only, "vic"), 429, "too many failed sign-ins")
+    assert (await _fail(api_only, "other")).status_code == 401
 
 
 async def test_failed_sign_ins_are_throttled_per_client_address(api_only: Api) -> None:

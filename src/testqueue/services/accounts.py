@@ -117,6 +117,7 @@ class Accounts:
         self.hasher = hasher or PasswordHasher()
         self.secret_key = ""
         self._decoy: str | None = None
+        self.lockouts = throttle.Lockouts()
         self._pool = ThreadPoolExecutor(
             settings.password_hash_threads, thread_name_prefix="password-hash"
         )
@@ -163,10 +164,10 @@ class Accounts:
         username or this client address has failed too often.
         """
         limits = throttle.Limits.of(self.settings)
-        await throttle.refuse_if_blocked(self.db, username, address)
+        await throttle.refuse_if_blocked(self.db, self.lockouts, username, address)
         user_id = await self._check_password(username, password)
         if user_id is None:
-            await throttle.record_failure(self.db, limits, username, address)
+            await throttle.record_failure(self.db, self.lockouts, limits, username, address)
             raise errors.Unauthorized("wrong username or password")
         ttl = self.settings.access_token_ttl
         session_id = secrets.token_urlsafe(24)
