@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,6 +46,15 @@ def marks(folder: Path, execution_id: int) -> list[int]:
     """The pids every attempt of a held run noted so far."""
     path = folder / "marks" / str(execution_id)
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def kill_held(folder: Path) -> None:
+    """Kill the process groups of every held run noted under `folder`: what a server
+    killed with -9 leaves behind when no worker comes back to sweep it."""
+    for path in (folder / "marks").glob("[0-9]*"):
+        for pid in (int(p) for p in path.read_text().split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def free_port() -> int:

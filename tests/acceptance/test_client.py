@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ADMIN_PASSWORD
 from junit import read_report
-from process import Server, held_argv, marks, wait_for
+from process import Server, held_argv, kill_held, marks, wait_for
 
 # Fails the first time it runs for an execution, passes after: a flaky test.
 FLAKY = 'm="$1/flaky-$TESTQUEUE_EXECUTION_ID"; [ -e "$m" ] && exit 0; touch "$m"; exit 1'
@@ -155,6 +155,7 @@ def test_a_server_that_goes_away_mid_wait_exits_2_with_a_clear_message(
     finally:
         lone.stop()
         (tmp_path / "gate").touch()
+        kill_held(tmp_path)
     assert waiting.returncode == 2, out + err
     assert f"lost the connection to {lone.base_url}" in err or "cannot reach" in err
     assert "Traceback" not in err
