@@ -90,7 +90,8 @@ class RunRecord:
             attempt=self.attempt,
             log=self.text(),
             cut_bytes=self._cut,
-            steps=list(self._steps),
+            # No steps reported: none were saved, so there is nothing to replace.
+            steps=list(self._steps) if self._steps else None,
             artifacts=self._new_artifacts,
         )
         self._log_dirty = self._steps_dirty = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, overload
 
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert
 
 from testqueue.database import Conn
 from testqueue.models import Artifact, ExecutionLog, ExecutionStep, utcnow
@@ -23,6 +23,11 @@ _LOG_UPSERTS = {
     )
     for d in (dialect.SQLITE, dialect.POSTGRES)
 }
+
+
+_DELETE_STEPS = delete(ExecutionStep).where(
+    ExecutionStep.execution_id == bindparam("e"), ExecutionStep.attempt == bindparam("a")
+)
 
 
 async def save_progress(conn: Conn, progress: Sequence[Progress]) -> None:
@@ -41,13 +46,7 @@ async def save_progress(conn: Conn, progress: Sequence[Progress]) -> None:
         await conn.execute(_LOG_UPSERTS[dialect.of_connection(conn).name], rows)
     steps = [p for p in progress if p.steps is not None]
     if steps:
-        for p in steps:
-            await conn.execute(
-                delete(ExecutionStep).where(
-                    ExecutionStep.execution_id == p.execution_id,
-                    ExecutionStep.attempt == p.attempt,
-                )
-            )
+        await conn.execute(_DELETE_STEPS, [{"e": p.execution_id, "a": p.attempt} for p in steps])
         rows = [_step_row(p, step) for p in steps for step in p.steps or ()]
         if rows:
             await conn.execute(insert(ExecutionStep), rows)
