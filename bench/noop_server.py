@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import random
 import time
 from typing import ClassVar
 
@@ -46,9 +48,30 @@ class NoopRunner:
         """Nothing is kept between runs."""
 
 
+class SleepRunner:
+    """Sleeps `test_data.seconds`, scaled by a random factor in `test_data.noise` (0.2 =
+    +-20 %), and passes: a test of known, noisy length that costs no CPU."""
+
+    kind: ClassVar[str] = "sleep"
+
+    async def run(
+        self, spec: RunSpec, *, deadline: float, cancel: asyncio.Event, report: Reporter
+    ) -> Outcome:
+        seconds = float(spec.test_data.get("seconds", 1.0))
+        noise = float(spec.test_data.get("noise", 0.0))
+        length = seconds * random.uniform(1 - noise, 1 + noise)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cancel.wait(), timeout=length)
+        return Outcome(None if cancel.is_set() else Result.PASS)
+
+    async def close(self) -> None:
+        """Nothing is kept between runs."""
+
+
 def build_registry(settings: Settings) -> Registry:
     registry = Registry(settings)
     registry.register(NoopRunner.kind, lambda _settings: NoopRunner())
+    registry.register(SleepRunner.kind, lambda _settings: SleepRunner())
     return registry
 
 

@@ -32,7 +32,7 @@ from testqueue.models import Base
 from testqueue.queue.postgres import libpq_dsn
 from testqueue.runners import Registry
 from testqueue.runners.base import RunSpec
-from testqueue.vocabulary import Result
+from testqueue.vocabulary import FairShare, Result
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
@@ -284,8 +284,14 @@ def postgres_url(postgres_database: str) -> str:
 
 
 # A worker the test drives by hand: runs move to running and completed exactly
-# when the test says (`queue.settle` with its own claimer).
-STAND_IN = queue.Claimer(worker_id="stand-in", default_slots=50, lease_ttl_s=60.0, capacity=50)
+# when the test says (`queue.settle` with its own claimer), in strict line order.
+STAND_IN = queue.Claimer(
+    worker_id="stand-in",
+    default_slots=50,
+    lease_ttl_s=60.0,
+    capacity=50,
+    policies=queue.Policies(fair_share=FairShare.NONE),
+)
 
 
 async def claim(api: Any, count: int) -> list[queue.Claimed]:

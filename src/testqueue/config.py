@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from testqueue.vocabulary import MAX_SLOTS
+from testqueue.vocabulary import MAX_QUEUE_TIMEOUT_S, MAX_SLOTS, FairShare
 
 DEFAULT_DATABASE_URL = "sqlite:///./testqueue.db"
 
@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     queue_check_interval: float = Field(default=2.0, gt=0, le=3600)
     execution_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    fair_share: FairShare = FairShare.USER
+    max_running_per_user: int = Field(default=0, ge=0, le=MAX_SLOTS)  # 0 = unlimited
+    aging_seconds: float = Field(default=600.0, ge=0, le=7 * 24 * 3600)  # 0 = off
+    queue_timeout: float = Field(default=0.0, ge=0, le=MAX_QUEUE_TIMEOUT_S)  # 0 = none
+    max_pending: int = Field(default=0, ge=0)  # 0 = unlimited
+    max_pending_per_user: int = Field(default=0, ge=0)  # 0 = unlimited
     lease_ttl: float = Field(default=10.0, ge=1, le=3600)
     heartbeat_interval: float = Field(default=1.0, gt=0, le=60)
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)

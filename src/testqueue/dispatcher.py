@@ -15,10 +15,12 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from testqueue import artifacts, errors, queue
 from testqueue.config import Settings, host_key, worker_identity
 from testqueue.database import Database
+from testqueue.models import utcnow
 from testqueue.queue import dialect
 from testqueue.recorder import RunRecord
 from testqueue.runners import Registry
@@ -69,6 +71,7 @@ class Dispatcher:
             lease_ttl_s=settings.lease_ttl,
             capacity=settings.worker_capacity,
             tags=frozenset(settings.worker_tags),
+            policies=queue.Policies.of(settings),
         )
         self._host_key = host_key()
         self._cases = queue.CaseCache()
@@ -105,6 +108,7 @@ class Dispatcher:
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._cleanup_loop(), name="artifact-cleanup"),
+            asyncio.create_task(self._expiry_loop(), name="queue-timeouts"),
             asyncio.create_task(
                 dialect.of(self._db).listen(self._db, self._on_notify, self._stopping),
                 name="listen",
@@ -163,6 +167,9 @@ class Dispatcher:
     def _on_notify(self, payload: str) -> None:
         if payload.startswith("cancel:"):
             self._db.wakeups.request_cancel(int(payload.removeprefix("cancel:")))
+        elif payload.startswith(queue.DEADLINE_SIGNAL):
+            stamp = float(payload.removeprefix(queue.DEADLINE_SIGNAL))
+            self._db.wakeups.deadline_at(datetime.fromtimestamp(stamp, UTC))
         elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
             self._db.wakeups.wake()
 
@@ -281,6 +288,27 @@ class Dispatcher:
             worker_id=self.claimer.worker_id,
         )
 
+    async def _expiry_loop(self) -> None:
+        """End pending runs at their queue deadline: sleep until the earliest one known."""
+        wakeups = self._db.wakeups
+        interval = self._settings.queue_check_interval
+        while not self._stopping.is_set():
+            wakeups.deadline_event.clear()
+            wakeups.deadline = None
+            wait_s = interval
+            try:
+                await queue.expire_due(self._db)
+                upcoming = await queue.next_deadline(self._db)
+                if upcoming is not None:
+                    wait_s = min(interval, (upcoming - utcnow()).total_seconds())
+            except Exception as exc:
+                log.warning(
+                    "queue timeouts could not be looked at", extra={"error": str(exc)[:300]}
+                )
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(wakeups.deadline_event, self._stopping), wait_s)
+
     async def _cleanup_loop(self) -> None:
         """Remove artifacts older than ARTIFACT_MAX_AGE_DAYS, at start and then hourly."""
         days = self._settings.artifact_max_age_days
@@ -340,6 +368,16 @@ class Dispatcher:
                 run.cancel.set()
             elif execution_id in beat.cancel:
                 run.cancel.set()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until any of `events` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _done(task: asyncio.Task[None] | None) -> bool:

@@ -37,6 +37,16 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+PENDING = "status = 'pending'"
+
+
+def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index of only the rows `where` holds, the same on SQLite and PostgreSQL."""
+    return Index(
+        name, *columns, unique=unique, sqlite_where=text(where), postgresql_where=text(where)
+    )
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {
         datetime: DateTime(timezone=True),
@@ -76,6 +86,12 @@ class TestCase(Base):
     tags: Mapped[str] = mapped_column(String(500), default="")
     retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_on: Mapped[str] = mapped_column(String(100), default=",error,fail,timeout,")
+    # Queue policies (migration 0008): a key template like "db-{environment}" and how
+    # many runs with one key may run at once; how long a run may wait; dedupe by default.
+    concurrency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    concurrency_limit: Mapped[int] = mapped_column(Integer, default=1)
+    queue_timeout_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dedupe: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Every write sets it; workers keep a test case they read until it changes.
@@ -124,25 +140,38 @@ class Execution(Base):
     retry_on: Mapped[str] = mapped_column(String(100), default="")
     retried: Mapped[int] = mapped_column(Integer, default=0)
     flaky: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Queue policies (migration 0008): the key filled in from the run's fields, its
+    # limit, and the instant past which a pending run expires instead of starting.
+    concurrency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    concurrency_limit: Mapped[int] = mapped_column(Integer, default=1)
+    queue_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Set on a run queued with dedupe: one pending run per test case, environment and URL.
+    dedupe_key: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
     __table_args__ = (
         # The line itself: the claim and every position count walk this index.
         # `status` rides along so SQLite answers counts from the index alone.
-        Index(
-            "ix_executions_line",
-            "priority",
-            "queued_at",
-            "id",
-            "status",
-            sqlite_where=text("status = 'pending'"),
-            postgresql_where=text("status = 'pending'"),
+        _partial("ix_executions_line", "priority", "queued_at", "id", "status", where=PENDING),
+        # The line per priority and user: fair share walks it one user at a time.
+        _partial("ix_executions_fair", "priority", "user_id", "queued_at", "id", where=PENDING),
+        _partial(
+            "ix_executions_keyed",
+            "concurrency_key",
+            where=f"{PENDING} AND concurrency_key IS NOT NULL",
         ),
-        Index(
-            "ix_executions_running",
-            "worker_id",
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
+        # A test case's pending runs: dedupe looks for a twin, deleting it cancels them.
+        _partial("ix_executions_pending_case", "test_case_id", where=PENDING),
+        _partial(
+            "ux_executions_dedupe",
+            "dedupe_key",
+            where=f"{PENDING} AND dedupe_key IS NOT NULL",
+            unique=True,
         ),
+        _partial(
+            "ix_executions_deadline", "expires_at", where=f"{PENDING} AND expires_at IS NOT NULL"
+        ),
+        _partial("ix_executions_running", "worker_id", where="status = 'running'"),
         Index("ix_executions_test_case", "test_case_id", "id"),
         Index("ix_executions_user", "user_id", "id"),
         Index("ix_executions_batch", "batch_id", "id"),

@@ -22,6 +22,7 @@ class Status(StrEnum):
     RUNNING = "running"  # claimed; its worker renews the lease
     COMPLETED = "completed"  # finished; `result` says how
     CANCELLED = "cancelled"  # withdrawn before or during the run
+    EXPIRED = "expired"  # waited past its queue timeout; it never started
 
 
 class Result(StrEnum):
@@ -38,6 +39,7 @@ class HistoryStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
     FAILED = "failed"
 
 
@@ -55,6 +57,7 @@ class Verdict(StrEnum):
     FAIL = "fail"  # at least one failed
     ERROR = "error"  # none failed, at least one could not run
     TIMEOUT = "timeout"  # none failed or errored, at least one timed out
+    EXPIRED = "expired"  # the rest passed, but some waited past their queue timeout
     CANCELLED = "cancelled"  # the rest passed, but some were cancelled
 
 
@@ -70,22 +73,26 @@ class TagMode(StrEnum):
     ALL = "all"  # a test case with all of the tags
 
 
-def verdict_of(results: dict[str, int], cancelled: int) -> Verdict:
-    """The verdict of finished executions: how many ended with each result, and cancelled."""
+def verdict_of(results: dict[str, int], cancelled: int, expired: int = 0) -> Verdict:
+    """The verdict of finished executions: how many ended with each result, cancelled
+    and expired."""
     for verdict in (Verdict.FAIL, Verdict.ERROR, Verdict.TIMEOUT):
         if results.get(verdict.value, 0):
             return verdict
+    if expired:
+        return Verdict.EXPIRED
     return Verdict.CANCELLED if cancelled else Verdict.PASS
 
 
 # Every move an execution may make. `queue.moves` builds each UPDATE from this
 # table, so a move that is not here cannot be written.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.EXPIRED}),
     # back to PENDING: recovery of a lost worker, or a clean hand-back at shutdown
     Status.RUNNING: frozenset({Status.COMPLETED, Status.CANCELLED, Status.PENDING}),
     Status.COMPLETED: frozenset(),
     Status.CANCELLED: frozenset(),
+    Status.EXPIRED: frozenset(),
 }
 FINAL_STATUSES = frozenset(status for status, moves in TRANSITIONS.items() if not moves)
 
@@ -101,6 +108,50 @@ CANCELLED_RUNNING = "cancelled while running"
 CANCELLED_LOST = "cancelled; its worker stopped before it could confirm"
 CANCELLED_BY_CLEAR = "removed when the queue was cleared"
 CANCELLED_CASE_DELETED = "its test case was deleted"
+
+
+def expired_message(waited_s: float, limit_s: float) -> str:
+    """Why a run that waited past its queue timeout never started."""
+    waited = f"{waited_s:.0f}" if waited_s >= 10 else f"{waited_s:.1f}"
+    return f"waited {waited} s in the queue (limit {limit_s:g} s)"
+
+
+# -- queue policies ----------------------------------------------------------------------
+
+
+class FairShare(StrEnum):
+    USER = "user"  # among runs of one effective priority, the user with fewest running first
+    NONE = "none"  # strict order: priority, then queued_at, then id
+
+
+MAX_CONCURRENCY_KEY_CHARS = 200
+MAX_CONCURRENCY_LIMIT = 1000
+MAX_QUEUE_TIMEOUT_S = 30 * 24 * 3600
+# The fields of a run a concurrency key may name, as `{environment}`.
+KEY_FIELDS = ("environment", "base_url", "browser", "test_case_id", "user_id")
+
+
+def effective_priority(priority: int, waited_s: float, aging_s: float) -> int:
+    """A pending run's priority raised one level per `aging_s` waited, never above the highest.
+
+    `aging_s` 0 leaves it as requested.
+    """
+    if aging_s <= 0 or waited_s < aging_s:
+        return priority
+    return max(HIGHEST_PRIORITY, priority - int(waited_s // aging_s))
+
+
+def check_key_template(template: str) -> str:
+    """A concurrency key template as given, if every `{field}` in it is one of KEY_FIELDS.
+
+    The queue fills the fields in from each run (`queue.enqueue`).
+    """
+    for name in re.findall(r"\{([^{}]*)\}", template):
+        if name not in KEY_FIELDS:
+            allowed = ", ".join("{" + f + "}" for f in KEY_FIELDS)
+            raise ValueError(f"a concurrency key may use {allowed}, not {{{name}}}")
+    return template
+
 
 # -- accounts and test cases -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ other's dispatchers.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 
 class Wakeups:
@@ -18,6 +19,9 @@ class Wakeups:
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.cancel_requests: set[int] = set()
+        # The earliest queue deadline heard of since the expiry loop last looked.
+        self.deadline_event = asyncio.Event()
+        self.deadline: datetime | None = None
 
     def wake(self) -> None:
         """Make the dispatcher run a pass now."""
@@ -27,6 +31,12 @@ class Wakeups:
         """Ask the dispatcher to stop a run it may hold, at its next pass."""
         self.cancel_requests.add(execution_id)
         self.event.set()
+
+    def deadline_at(self, at: datetime) -> None:
+        """A pending run must expire at `at` unless it starts first."""
+        if self.deadline is None or at < self.deadline:
+            self.deadline = at
+        self.deadline_event.set()
 
     def take_cancel_requests(self) -> set[int]:
         """The runs asked to stop since the last call."""

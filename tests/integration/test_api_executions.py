@@ -17,7 +17,15 @@ from gates import GateRunner
 from testqueue.vocabulary import Progress, Result, StepRecord
 
 EXECUTIONS = "/api/v1/executions"
-RUN_FIELDS = {"id", "test_case_id", "status", "priority", "queue_position", "message"}
+RUN_FIELDS = {
+    "id",
+    "test_case_id",
+    "status",
+    "priority",
+    "queue_position",
+    "message",
+    "deduplicated",
+}
 DETAIL_FIELDS = {
     "id",
     "test_case_id",
@@ -493,6 +501,7 @@ async def test_statistics_active_and_workers_show_the_running_runs(
         "running": 2,
         "completed": 0,
         "cancelled": 0,
+        "expired": 0,
     }
     assert stats["live_workers"] == 1
     active = await api.get("/executions/queue/active", headers=member)

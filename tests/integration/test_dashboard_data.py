@@ -11,9 +11,10 @@ from sqlalchemy import insert
 from conftest import STAND_IN
 from testqueue import queue
 from testqueue.models import Execution, utcnow
+from testqueue.queue import estimates
 from testqueue.services.accounts import Actor
 from testqueue.vocabulary import Progress, Role, Status
-from testqueue.web import board, estimates
+from testqueue.web import board
 from testqueue.web.execution_page import LogFollower, _resume_point
 from testqueue.web.session import Viewer
 
@@ -93,6 +94,7 @@ async def test_recent_durations_take_medians_per_test_case_and_overall(api_only:
                 {
                     "test_case_id": case_id,
                     "status": Status.COMPLETED,
+                    "result": "pass" if seconds < 10 else "fail",
                     "priority": 5,
                     "queued_at": now,
                     "started_at": now,
@@ -104,4 +106,5 @@ async def test_recent_durations_take_medians_per_test_case_and_overall(api_only:
         durations = await estimates.recent_durations(conn, [first, second, None, 999])
     assert durations.by_test_case == {first: 3.0, second: 20.0}
     assert durations.overall == 5.5
-    assert durations.expected(999) == 5.5
+    assert durations.own(999) is None
+    assert durations.assumed(999) == 5.5

@@ -42,7 +42,7 @@ MEANINGS = {
     409: "it is not in a state that allows this: read it again",
     413: "the body is larger than MAX_BODY_BYTES",
     422: "a value cannot be used: the detail says which and why",
-    429: "too many attempts: wait the seconds in Retry-After",
+    429: "too many attempts, or the queue is full: wait the seconds in Retry-After",
     503: "the database cannot be reached now: try again after Retry-After seconds",
 }
 _REF = {"$ref": "#/components/schemas/ErrorDetail"}

@@ -3,7 +3,7 @@
 0  every execution passed (flaky ones included)
 1  an execution failed or timed out
 2  a usage or connection problem (or the wait was interrupted)
-3  the batch was cancelled
+3  the batch was cancelled, or runs of it expired in the queue unstarted
 4  an execution could not run (error)
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from testqueue.client import credentials, follow
 from testqueue.client.http import Api, ClientError
 
-EXIT = {"pass": 0, "fail": 1, "timeout": 1, "cancelled": 3, "error": 4}
+EXIT = {"pass": 0, "fail": 1, "timeout": 1, "cancelled": 3, "expired": 3, "error": 4}
 USAGE = 2
 
 
@@ -35,7 +35,7 @@ def add_commands(commands: Any) -> None:
         help="queue a batch (test case ids, --suite, --tag) and optionally wait for its verdict",
         description="Queue test cases as one batch; with --wait, follow it and exit 0 only "
         "when every execution passed (1 failed or timed out, 2 usage or connection problem, "
-        "3 cancelled, 4 errored).",
+        "3 cancelled or expired, 4 errored).",
     )
     run.add_argument("ids", nargs="*", type=int, help="test case ids, in order")
     run.add_argument("--suite", help="a suite, by name or id")

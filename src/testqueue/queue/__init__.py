@@ -19,6 +19,7 @@ from testqueue.queue.batches import NewBatch, cancel_batch, enqueue_batch
 from testqueue.queue.changes import cancel, cancel_pending_of, set_priority
 from testqueue.queue.claim import CaseCache, Claimed, Claimer, Finished, settle
 from testqueue.queue.enqueue import Queued, RunOptions, enqueue
+from testqueue.queue.expiry import DEADLINE_SIGNAL, expire_due, next_deadline
 from testqueue.queue.leases import (
     Beat,
     dead_workers,
@@ -27,31 +28,36 @@ from testqueue.queue.leases import (
     register_worker,
     release,
 )
-from testqueue.queue.positions import count_ahead, position_of
+from testqueue.queue.policy import Policies
+from testqueue.queue.positions import position_in, position_of
 from testqueue.queue.progress import save_progress
 from testqueue.queue.retries import wants_retry
 from testqueue.queue.switches import clear, declare_slots, set_max_concurrent, set_paused
 
 __all__ = [
+    "DEADLINE_SIGNAL",
     "Beat",
     "CaseCache",
     "Claimed",
     "Claimer",
     "Finished",
     "NewBatch",
+    "Policies",
     "Queued",
     "RunOptions",
     "cancel",
     "cancel_batch",
     "cancel_pending_of",
     "clear",
-    "count_ahead",
     "dead_workers",
     "declare_slots",
     "enqueue",
     "enqueue_batch",
+    "expire_due",
     "expire_workers",
     "heartbeat",
+    "next_deadline",
+    "position_in",
     "position_of",
     "register_worker",
     "release",

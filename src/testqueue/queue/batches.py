@@ -15,7 +15,7 @@ from sqlalchemy import insert, update
 from testqueue import audit, errors
 from testqueue.database import Database
 from testqueue.models import Batch, Execution, utcnow
-from testqueue.queue import dialect, enqueue, moves
+from testqueue.queue import backpressure, dialect, enqueue, moves
 from testqueue.queue.enqueue import Queued, RunOptions
 from testqueue.vocabulary import CANCELLED_PENDING, Status
 
@@ -47,6 +47,7 @@ async def enqueue_batch(
     if not test_case_ids:
         raise errors.NotFound("no test case matches what the batch names: nothing was queued")
     async with db.write() as conn:
+        await backpressure.admit(conn, db.settings, user_id, len(test_case_ids))
         batch_id = (
             await conn.execute(
                 insert(Batch)
@@ -65,7 +66,7 @@ async def enqueue_batch(
             )
         ).scalar_one()
         options = replace(options, batch_id=batch_id)
-        queued = await enqueue.queue_in(conn, test_case_ids, user_id, options, priorities)
+        queued = await enqueue.queue_in(conn, test_case_ids, user_id, options, priorities, db=db)
     db.wakeups.wake()
     return int(batch_id), queued
 

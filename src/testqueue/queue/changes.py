@@ -11,7 +11,7 @@ from testqueue import audit, errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, utcnow
 from testqueue.queue import dialect, moves
-from testqueue.queue.positions import count_ahead
+from testqueue.queue.positions import position_in
 from testqueue.vocabulary import CANCELLED_PENDING, Status
 
 E = Execution
@@ -85,7 +85,7 @@ async def set_priority(
                 f"execution {execution_id} is {row.status}; only a pending one can change priority"
             )
         await moves.move_one(conn, execution_id, Status.PENDING, Status.PENDING, priority=priority)
-        position = await count_ahead(conn, priority, row.queued_at, execution_id) + 1
+        position = await position_in(conn, db, execution_id, priority, row.queued_at)
         await dialect.signal(db, conn)
     db.wakeups.wake()
     return position

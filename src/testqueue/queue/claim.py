@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, bindparam, case, func, literal, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, TestCase, utcnow
-from testqueue.queue import dialect, moves, retries
-from testqueue.queue.order import LINE_ORDER, PENDING, RUNNING, line_filter
+from testqueue.queue import dialect, line, moves, retries
+from testqueue.queue.order import PENDING, RUNNING
+from testqueue.queue.policy import NeedMore, Plan, Policies, Waiting
 from testqueue.queue.progress import save_progress, storable
 from testqueue.queue.status import slots_in_force
-from testqueue.vocabulary import Progress, Result, Status
+from testqueue.vocabulary import Progress, Result, Status, decode_tags
 
 E = Execution
 
@@ -105,6 +106,7 @@ class Claimer:
     lease_ttl_s: float
     capacity: int
     tags: frozenset[str] = frozenset()
+    policies: Policies = field(default_factory=Policies)
 
 
 class CaseCache:
@@ -229,41 +231,24 @@ _CASES = select(*(TestCase.__table__.c[name] for name in CaseSpec.__dataclass_fi
 _CASE_VERSION = select(TestCase.updated_at).where(TestCase.id == E.test_case_id).scalar_subquery()
 
 
-def _free_slots() -> Any:
-    """How many to take: 0 while paused, else min(:claim_want, slots - running), not below 0.
-
-    Counted inside the claim's own statement, under the claim's lock: two
-    workers counting first would both see the last free slot.
-    """
-    running = select(func.count()).where(RUNNING).scalar_subquery()
-    slots = slots_in_force(bindparam("claim_slots", type_=Integer))
-    state = (
-        select(QueueState.paused.label("paused"), (slots - running).label("free"))
-        .where(QueueState.id == 1)
-        .subquery()
-    )
-    want = bindparam("claim_want", type_=Integer)
-    amount = case(
-        (state.c.paused, 0),
-        (state.c.free <= 0, 0),
-        (state.c.free < want, state.c.free),
-        else_=want,
-    )
-    return select(amount).scalar_subquery()
+# Claims read this many runs of each (priority, user) list beyond the free slots, and
+# four times more whenever the plan runs out of one (`policy.NeedMore`).
+CLAIM_READ_AHEAD = 8
 
 
 @functools.cache
-def _take(tags: frozenset[str], dialect_name: str) -> Any:
-    """UPDATE ... WHERE id IN (the first free-slots in line) RETURNING what a run needs."""
+def _take(dialect_name: str) -> Any:
+    """UPDATE ... WHERE id IN (the runs chosen, still pending) RETURNING what a run needs."""
     sql = dialect.named(dialect_name)
-    candidates = select(E.id).where(line_filter(tags)).order_by(*LINE_ORDER).limit(_free_slots())
+    chosen = select(E.id).where(E.id.in_(bindparam("claim_ids", expanding=True)), PENDING)
     return moves.move(
         Status.PENDING,
         Status.RUNNING,
-        sql.among(E.id, sql.skip_locked(candidates)),
+        sql.among(E.id, sql.skip_locked(chosen)),
         worker_id=bindparam("claim_worker"),
         started_at=bindparam("claim_now"),
         lease_expires_at=bindparam("claim_lease"),
+        dedupe_key=None,  # started: a new run may be queued beside it, even with dedupe
     ).returning(
         E.id,
         E.test_case_id,
@@ -280,22 +265,53 @@ def _take(tags: frozenset[str], dialect_name: str) -> Any:
     )
 
 
+async def _choose(conn: Conn, claimer: Claimer, want: int, now: datetime) -> list[int]:
+    """The runs to start now: as many as the slots, the worker and the policies allow.
+
+    Read and chosen under the claim's lock, so the running runs counted here
+    (for the slots, each user's cap and each key's limit) cannot change before
+    the UPDATE: two workers never both take the last place.
+    """
+    tags = claimer.tags
+
+    def usable(run: Waiting) -> bool:
+        if run.expires_at is not None and run.expires_at <= now:
+            return False  # expiring: `expiry` ends it
+        needed = run.required_tags
+        return not needed or set(decode_tags(needed)) <= tags
+
+    k = want + CLAIM_READ_AHEAD
+    while True:
+        read = await line.read_line(conn, k, claimer.default_slots)
+        free = min(want, read.slots - len(read.running))
+        if read.paused or free <= 0:
+            return []
+        plan = Plan(claimer.policies, read.lists, read.running, read.truncated, usable)
+        try:
+            return [run.id for run in plan.take(now, free)]
+        except NeedMore:
+            k *= 4
+
+
 async def _claim(
     db: Database, conn: Conn, claimer: Claimer, want: int, cases: CaseCache
 ) -> list[Claimed]:
     now = utcnow()
+    chosen = await _choose(conn, claimer, want, now)
+    if not chosen:
+        return []
     params = {
-        "claim_want": want,
-        "claim_slots": claimer.default_slots,
+        "claim_ids": chosen,
         "claim_worker": claimer.worker_id,
         "claim_now": now,
         "claim_lease": now + timedelta(seconds=claimer.lease_ttl_s),
     }
-    taken = (await conn.execute(_take(claimer.tags, dialect.of(db).name), params)).all()
+    taken = (await conn.execute(_take(dialect.of(db).name), params)).all()
     if not taken:
         return []
     rows = await _cases_of(conn, taken, cases)
-    taken = sorted(taken, key=lambda r: (r.priority, r.queued_at, r.id))
+    order = {run_id: place for place, run_id in enumerate(chosen)}
+    taken = sorted(taken, key=lambda r: order[r.id])
     return [
         Claimed(
             id=r.id,

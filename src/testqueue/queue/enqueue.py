@@ -9,30 +9,42 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
+    Float,
     Integer,
+    String,
     and_,
     bindparam,
     case,
+    cast,
     func,
-    insert,
     literal,
     or_,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from testqueue import errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, TestCase, utcnow
-from testqueue.queue import dialect
+from testqueue.queue import backpressure, dialect, expiry, moves, positions
+from testqueue.queue.moves import in_status
 from testqueue.queue.order import PENDING
-from testqueue.queue.positions import count_ahead
-from testqueue.vocabulary import DEFAULT_PRIORITY, PRIORITY_WORDS, Status
+from testqueue.queue.positions import position_in
+from testqueue.vocabulary import (
+    DEFAULT_PRIORITY,
+    KEY_FIELDS,
+    MAX_CONCURRENCY_KEY_CHARS,
+    PRIORITY_WORDS,
+    Status,
+)
 
 E = Execution
 
@@ -49,6 +61,8 @@ class RunOptions:
     batch_id: int | None = None
     retries: int | None = None
     retry_on: str | None = None  # fenced results, as `vocabulary.encode_tags` writes them
+    queue_timeout_s: float | None = None  # 0 = none; None = the test case's, else QUEUE_TIMEOUT
+    dedupe: bool | None = None  # None = the test case's
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Queued:
     test_case_id: int
     priority: int
     queue_position: int
+    deduplicated: bool = False
 
 
 # Every new run starts so; the rest comes from the request and its test case.
@@ -82,11 +97,74 @@ def _run_priority(asked: Any) -> Any:
     )
 
 
+def _base_url() -> Any:
+    """The base URL asked for, else the test case's `test_data.base_url`."""
+    return func.coalesce(
+        bindparam("base_url", type_=E.base_url.type),
+        TestCase.test_data["base_url"].as_string(),
+    )
+
+
+def _concurrency_key() -> Any:
+    """The test case's key template with each `{field}` (vocabulary.KEY_FIELDS) filled in."""
+    fields: dict[str, Any] = {
+        "environment": bindparam("environment", type_=E.environment.type),
+        "base_url": _base_url(),
+        "browser": bindparam("browser", type_=E.browser.type),
+        "test_case_id": cast(TestCase.id, String),
+        "user_id": cast(bindparam("user_id", type_=Integer), String),
+    }
+    assert set(fields) == set(KEY_FIELDS)
+    key: Any = TestCase.concurrency_key
+    for name, value in fields.items():
+        key = func.replace(key, "{" + name + "}", func.coalesce(value, ""))
+    return func.substr(key, 1, MAX_CONCURRENCY_KEY_CHARS)
+
+
+def _queue_timeout() -> Any:
+    """Seconds a run may wait: the request's, else its test case's, else QUEUE_TIMEOUT; 0 = none."""
+    chosen = func.coalesce(
+        bindparam("queue_timeout", type_=Float),
+        TestCase.queue_timeout_seconds,
+        bindparam("default_queue_timeout", type_=Float),
+    )
+    return func.nullif(chosen, 0.0)
+
+
+def _dedupes() -> Any:
+    """Whether this run is queued with dedupe: the request says so, else its test case."""
+    return func.coalesce(bindparam("dedupe", type_=Boolean), TestCase.dedupe).is_(True)
+
+
+def _dedupe_key() -> Any:
+    """What two runs share when one would repeat the other: test case, environment, URL."""
+    env = func.coalesce(bindparam("environment", type_=E.environment.type), "")
+    text_of = cast(TestCase.id, String) + "|" + env + "|" + func.coalesce(_base_url(), "")
+    return func.substr(text_of, 1, 1000)
+
+
+def _pending_twin() -> Any:
+    """A pending run of the same test case, environment and base URL as this new one."""
+    twin = aliased(E)
+    return (
+        select(twin.id)
+        .where(
+            in_status(Status.PENDING, twin),
+            twin.test_case_id == TestCase.id,
+            twin.environment.is_not_distinct_from(
+                bindparam("environment", type_=E.environment.type)
+            ),
+            twin.base_url.is_not_distinct_from(_base_url()),
+        )
+        .exists()
+    )
+
+
 def _run_values(asked_priority: Any) -> dict[Any, Any]:
     """Every column of a new run, as SQL over its row of test_cases and the request's params.
 
-    The base URL is the one asked for, else the test case's `test_data.base_url`;
-    retries and the results they follow are the request's, else the test case's.
+    Retries and the results they follow are the request's, else the test case's;
+    the concurrency key and its limit are the test case's.
     """
     columns = E.__table__.c
     values: dict[Any, Any] = {
@@ -99,10 +177,11 @@ def _run_values(asked_priority: Any) -> dict[Any, Any]:
             E.priority: _run_priority(asked_priority),
             E.queued_at: bindparam("now", type_=E.queued_at.type),
             E.required_tags: TestCase.required_tags,
-            E.base_url: func.coalesce(
-                bindparam("base_url", type_=E.base_url.type),
-                TestCase.test_data["base_url"].as_string(),
-            ),
+            E.base_url: _base_url(),
+            E.concurrency_key: _concurrency_key(),
+            E.concurrency_limit: TestCase.concurrency_limit,
+            E.queue_timeout_s: _queue_timeout(),
+            E.dedupe_key: case((_dedupes(), _dedupe_key()), else_=None),
             E.retries: func.coalesce(bindparam("retries", type_=Integer), TestCase.retries),
             E.retry_on: func.coalesce(
                 bindparam("retry_on", type_=E.retry_on.type), TestCase.retry_on
@@ -112,24 +191,33 @@ def _run_values(asked_priority: Any) -> dict[Any, Any]:
     return values
 
 
-def _insert(values: dict[Any, Any], source: Any) -> Any:
+def _insert(values: dict[Any, Any], source: Any, dialect_name: str) -> Any:
+    """The INSERT ... SELECT; a dedupe run whose twin is pending is not inserted (the
+    partial unique index on `dedupe_key` settles two such requests at once)."""
+    make = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
     return (
-        insert(E)
+        make(E)
         .from_select([column.key for column in values], source)
-        .returning(E.id, E.test_case_id, E.priority)
+        .on_conflict_do_nothing(
+            index_elements=[E.dedupe_key],
+            index_where=and_(in_status(Status.PENDING), E.dedupe_key.is_not(None)),
+        )
+        .returning(E.id, E.test_case_id, E.priority, E.queue_timeout_s)
     )
 
 
-def _one_run_insert() -> Any:
+def _one_run_insert(dialect_name: str) -> Any:
     """INSERT INTO executions SELECT <a new run> FROM test_cases WHERE id = :case_id."""
     values = _run_values(bindparam("priority", type_=Integer))
     source = select(*values.values()).where(
-        TestCase.id == bindparam("case_id"), TestCase.archived_at.is_(None)
+        TestCase.id == bindparam("case_id"),
+        TestCase.archived_at.is_(None),
+        ~and_(_dedupes(), _pending_twin()),
     )
-    return _insert(values, source)
+    return _insert(values, source, dialect_name)
 
 
-def _many_runs_insert(listed: Any) -> Any:
+def _many_runs_insert(listed: Any, dialect_name: str) -> Any:
     """INSERT INTO executions SELECT <a new run> FROM <the list> JOIN test_cases ORDER BY n.
 
     One statement whatever the number of runs: the list goes to the database
@@ -142,11 +230,12 @@ def _many_runs_insert(listed: Any) -> Any:
         .where(TestCase.archived_at.is_(None))
         .order_by(listed.c.n)
     )
-    return _insert(values, source)
+    return _insert(values, source, dialect_name)
 
 
-_INSERT_ONE = _one_run_insert()
-_INSERT_MANY = {d.name: _many_runs_insert(d.numbered()) for d in (dialect.SQLITE, dialect.POSTGRES)}
+_DIALECTS = (dialect.SQLITE, dialect.POSTGRES)
+_INSERT_ONE = {d.name: _one_run_insert(d.name) for d in _DIALECTS}
+_INSERT_MANY = {d.name: _many_runs_insert(d.numbered(), d.name) for d in _DIALECTS}
 
 
 async def enqueue(
@@ -158,7 +247,8 @@ async def enqueue(
     if len(test_case_ids) == 1:
         return [await _enqueue_one(db, test_case_ids[0], user_id, options)]
     async with db.write() as conn:
-        queued = await queue_in(conn, test_case_ids, user_id, options)
+        await backpressure.admit(conn, db.settings, user_id, len(test_case_ids))
+        queued = await queue_in(conn, test_case_ids, user_id, options, db=db)
     db.wakeups.wake()
     return queued
 
@@ -169,18 +259,19 @@ async def queue_in(
     user_id: int | None,
     options: RunOptions,
     priorities: Sequence[int] | None = None,
+    *,
+    db: Database,
 ) -> list[Queued]:
-    """Queue one run per id in one statement; `priorities`, when given, sets each one's."""
+    """Queue one run per id in one statement; `priorities`, when given, sets each one's.
+
+    Runs queued together never dedupe: each id given is one run.
+    """
     now = utcnow()
     asked = priorities if priorities is not None else [options.priority] * len(test_case_ids)
     on = dialect.of_connection(conn)
     params = {
-        **_given(user_id, options),
+        **_params(db, user_id, replace(options, dedupe=False), now),
         **on.numbered_params(list(zip(test_case_ids, asked, strict=True))),
-        "base_url": options.base_url,
-        "retries": options.retries,
-        "retry_on": options.retry_on,
-        "now": now,
     }
     # Ids rise in the order given (the insert takes the rows ORDER BY n).
     inserted = sorted((await conn.execute(_INSERT_MANY[on.name], params)).all(), key=_by_id)
@@ -191,7 +282,8 @@ async def queue_in(
         )
     # Other hosts hear of it from the database: on PostgreSQL every INSERT
     # into executions sends the NOTIFY (migration 0003).
-    positions = await _positions_of_new(conn, inserted, now)
+    await _set_deadlines(conn, db, inserted, now)
+    positions = await _positions_of_new(conn, db, inserted, now)
     return [
         Queued(r.id, r.test_case_id, r.priority, position)
         for r, position in zip(inserted, positions, strict=True)
@@ -200,6 +292,107 @@ async def queue_in(
 
 def _by_id(row: Any) -> int:
     return int(row.id)
+
+
+def _params(
+    db: Database, user_id: int | None, options: RunOptions, now: datetime
+) -> dict[str, Any]:
+    """The parameters of a new run's INSERT that come from the request and the settings."""
+    fields = {**asdict(options), "user_id": user_id}
+    return {
+        **{name: fields[name] for name in GIVEN},
+        "base_url": options.base_url,
+        "retries": options.retries,
+        "retry_on": options.retry_on,
+        "queue_timeout": options.queue_timeout_s,
+        "default_queue_timeout": db.settings.queue_timeout,
+        "dedupe": options.dedupe,
+        "now": now,
+    }
+
+
+_DEADLINE = moves.keep(
+    Status.PENDING,
+    E.id == bindparam("d_id"),
+    expires_at=bindparam("d_at", type_=E.expires_at.type),
+)
+
+
+async def _set_deadlines(conn: Conn, db: Database, inserted: Sequence[Any], now: datetime) -> None:
+    """Each new run with a queue timeout expires that long after it was queued."""
+    deadlines = [
+        {"d_id": r.id, "d_at": now + timedelta(seconds=r.queue_timeout_s)}
+        for r in inserted
+        if r.queue_timeout_s
+    ]
+    if not deadlines:
+        return
+    await conn.execute(_DEADLINE, deadlines)
+    first = min(d["d_at"] for d in deadlines)
+    await dialect.signal(db, conn, expiry.deadline_signal(first))
+    db.wakeups.deadline_at(first)
+
+
+_TWIN_OF_CASE = (
+    select(E.id, E.priority, E.queued_at)
+    .where(
+        PENDING,
+        E.test_case_id == bindparam("case_id"),
+        E.environment.is_not_distinct_from(bindparam("environment", type_=E.environment.type)),
+        E.base_url.is_not_distinct_from(
+            select(_base_url()).where(TestCase.id == bindparam("case_id")).scalar_subquery()
+        ),
+    )
+    .order_by(E.queued_at, E.id)
+    .limit(1)
+)
+_CASE_EXISTS = select(TestCase.id).where(
+    TestCase.id == bindparam("case_id"), TestCase.archived_at.is_(None)
+)
+
+
+async def _enqueue_one(
+    db: Database, test_case_id: int, user_id: int | None, options: RunOptions
+) -> Queued:
+    """One run: a single INSERT ... SELECT from its test case, then its position.
+
+    On PostgreSQL the insert commits on its own, so the workers' NOTIFY goes
+    out before the count; on SQLite both happen under the write lock. A
+    queue with a pending limit counts first, in one transaction under a lock.
+    """
+    now = utcnow()
+    params = {
+        **_params(db, user_id, options, now),
+        "case_id": test_case_id,
+        "priority": options.priority,
+    }
+    limited = backpressure.limited(db.settings)
+    async with db.write() if limited else db.write_one() as conn:
+        if limited:
+            await backpressure.admit(conn, db.settings, user_id, 1)
+        row = (await conn.execute(_INSERT_ONE[conn.dialect.name], params)).one_or_none()
+        if row is None:
+            return await _twin_or_missing(conn, db, test_case_id, params)
+        await _set_deadlines(conn, db, [row], now)
+        position = await position_in(conn, db, row.id, row.priority, now)
+    db.wakeups.wake()
+    return Queued(row.id, row.test_case_id, row.priority, position)
+
+
+async def _twin_or_missing(
+    conn: Conn, db: Database, test_case_id: int, params: dict[str, Any]
+) -> Queued:
+    """Nothing was inserted: the pending run this one would repeat, or NotFound."""
+    if (await conn.execute(_CASE_EXISTS, params)).first() is None:
+        raise errors.NotFound(f"test case {test_case_id} does not exist or was deleted")
+    twin = (await conn.execute(_TWIN_OF_CASE, params)).one_or_none()
+    if twin is None:  # it started in the meantime: a new one may be queued
+        raise errors.InvalidTransition(
+            f"the pending run of test case {test_case_id} this one repeats has just started; "
+            "send the request again to queue a new one"
+        )
+    position = await position_in(conn, db, twin.id, twin.priority, twin.queued_at)
+    return Queued(twin.id, test_case_id, twin.priority, position, deduplicated=True)
 
 
 _AHEAD_OF_PRIORITY = select(func.count()).where(
@@ -214,46 +407,20 @@ _AHEAD_OF_PRIORITY = select(func.count()).where(
 )
 
 
-def _given(user_id: int | None, options: RunOptions) -> dict[str, Any]:
-    fields = {**asdict(options), "user_id": user_id}
-    return {name: fields[name] for name in GIVEN}
+async def _positions_of_new(
+    conn: Conn, db: Database, inserted: Sequence[Any], now: datetime
+) -> list[int]:
+    """Positions of rows just queued together.
 
-
-async def _enqueue_one(
-    db: Database, test_case_id: int, user_id: int | None, options: RunOptions
-) -> Queued:
-    """One run: a single INSERT ... SELECT from its test case, then the count of runs ahead.
-
-    On PostgreSQL the insert commits on its own, so the workers' NOTIFY goes
-    out before the count; on SQLite both happen under the write lock.
+    Where the policies may reorder the line, or runs have aged, each is placed
+    by `positions.position_in`. Otherwise they share `queued_at` (the newest in
+    the line) and ids rise in the order given, so one of them stands ahead of
+    another when its priority is higher, or equal and it came first; every
+    other pending run of higher priority, or of equal priority queued at that
+    instant or before, is ahead of them all: one count per priority among them.
     """
-    now = utcnow()
-    params = {
-        **_given(user_id, options),
-        "case_id": test_case_id,
-        "priority": options.priority,
-        "base_url": options.base_url,
-        "retries": options.retries,
-        "retry_on": options.retry_on,
-        "now": now,
-    }
-    async with db.write_one() as conn:
-        row = (await conn.execute(_INSERT_ONE, params)).one_or_none()
-        if row is None:
-            raise errors.NotFound(f"test case {test_case_id} does not exist or was deleted")
-        ahead = await count_ahead(conn, row.priority, now, row.id)
-    db.wakeups.wake()
-    return Queued(row.id, row.test_case_id, row.priority, ahead + 1)
-
-
-async def _positions_of_new(conn: Conn, inserted: Sequence[Any], now: datetime) -> list[int]:
-    """Positions of rows just queued together, counted once for each priority among them.
-
-    They share `queued_at` (the newest in the line) and ids rise in the order
-    given, so one of them stands ahead of another when its priority is higher,
-    or equal and it came first; every other pending run of higher priority, or
-    of equal priority queued at that instant or before, is ahead of them all.
-    """
+    if await positions.reordered(conn, db):
+        return [await position_in(conn, db, r.id, r.priority, now) for r in inserted]
     per_priority = Counter(row.priority for row in inserted)
     ours: dict[int, int] = {}  # priority -> rows of this batch at it or higher
     higher: dict[int, int] = {}  # priority -> rows of this batch higher than it
@@ -268,8 +435,8 @@ async def _positions_of_new(conn: Conn, inserted: Sequence[Any], now: datetime) 
         for p in per_priority
     }
     seen: Counter[int] = Counter()
-    positions = []
+    found = []
     for row in inserted:
-        positions.append(others[row.priority] + higher[row.priority] + seen[row.priority] + 1)
+        found.append(others[row.priority] + higher[row.priority] + seen[row.priority] + 1)
         seen[row.priority] += 1
-    return positions
+    return found

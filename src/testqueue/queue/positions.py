@@ -1,29 +1,149 @@
-"""Positions in the line, counted when read, never stored (invariant 7)."""
+"""Positions in the line, counted when read, never stored (invariant 7).
+
+Where the policies cannot change the order (no pending run has a concurrency
+key, and one user waits or fair share and caps are off), a position is a
+count over the line's index: the runs of each priority whose effective
+priority is higher, or equal and queued earlier. Otherwise the line is
+replayed (`forecast`), as the claim would take it.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Boolean, DateTime, Integer, and_, bindparam, func, literal, select, text
 
-from testqueue.database import Conn
-from testqueue.models import Execution
-from testqueue.queue import dialect
+from testqueue.database import Conn, Database
+from testqueue.models import Execution, as_utc, utcnow
+from testqueue.queue import dialect, forecast, line
 from testqueue.queue.order import PENDING
+from testqueue.queue.policy import Policies
+from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
 E = Execution
+# A replayed position is exact up to this far back in the line; past it, it is the count.
+MAX_REPLAYED = 2_000
+_EVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+_OLDEST = " UNION ALL ".join(
+    f"SELECT (SELECT min(queued_at) FROM executions WHERE status = 'pending' AND priority = {p})"
+    " AS m"
+    for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
+)
+_SHAPE = text(
+    f"""{line.PAIRS}
+SELECT (SELECT count(DISTINCT user_id) FROM pairs WHERE user_id IS NOT NULL) AS users,
+  EXISTS (SELECT 1 FROM executions
+          WHERE status = 'pending' AND concurrency_key IS NOT NULL) AS keyed,
+  (SELECT min(m) FROM ({_OLDEST}) AS oldest) AS oldest"""
+).columns(users=Integer, keyed=Boolean, oldest=DateTime(timezone=True))
 
 
-async def count_ahead(conn: Conn, priority: int, queued_at: datetime, execution_id: int) -> int:
-    """How many pending executions start before this pending one."""
-    return await dialect.of_connection(conn).count_ahead(conn, priority, queued_at, execution_id)
+async def position_in(
+    conn: Conn,
+    db: Database,
+    execution_id: int,
+    priority: int,
+    queued_at: datetime,
+) -> int:
+    """1 = next to start, for a pending execution."""
+    settings = db.settings
+    policies = Policies.of(settings)
+    users, keyed, oldest = (await conn.execute(_SHAPE)).one()
+    if _reorders(policies, users, keyed):
+        seen = await forecast.outlook(
+            conn,
+            policies,
+            settings.max_concurrent_executions,
+            settings.execution_timeout,
+            MAX_REPLAYED,
+            until=execution_id,
+        )
+        position = seen.position(execution_id)
+        if position is not None:
+            return position
+    now = utcnow()
+    if not _aged(policies, oldest, now):
+        ahead = await dialect.of_connection(conn).count_ahead(
+            conn, priority, queued_at, execution_id
+        )
+        return ahead + 1
+    return await _aged_count(conn, policies, priority, as_utc(queued_at), execution_id, now) + 1
 
 
-async def position_of(conn: Conn, execution_id: int) -> int | None:
+def _reorders(policies: Policies, users: int, keyed: bool) -> bool:
+    return bool(keyed) or (policies.reorders_users and users > 1)
+
+
+async def reordered(conn: Conn, db: Database) -> bool:
+    """Whether positions need the line replayed or runs have aged (not one count)."""
+    policies = Policies.of(db.settings)
+    users, keyed, oldest = (await conn.execute(_SHAPE)).one()
+    if _reorders(policies, users, keyed):
+        return True
+    return _aged(policies, oldest, utcnow())
+
+
+def _aged(policies: Policies, oldest: datetime | None, now: datetime) -> bool:
+    if policies.aging_s <= 0 or oldest is None:
+        return False
+    return as_utc(oldest) <= now - timedelta(seconds=policies.aging_s)
+
+
+async def position_of(conn: Conn, db: Database, execution_id: int) -> int | None:
     """1 = next to start; None when the execution is not pending."""
     row = (
         await conn.execute(select(E.priority, E.queued_at).where(E.id == execution_id, PENDING))
     ).one_or_none()
     if row is None:
         return None
-    return await count_ahead(conn, row.priority, row.queued_at, execution_id) + 1
+    return await position_in(conn, db, execution_id, row.priority, row.queued_at)
+
+
+async def _aged_count(
+    conn: Conn, policies: Policies, priority: int, queued_at: datetime, run_id: int, now: datetime
+) -> int:
+    """Pending runs ahead of this one by effective priority, `queued_at`, id.
+
+    A run of priority p has aged to level e or higher exactly when it was
+    queued at or before now - (p - e) * AGING_SECONDS, so each priority's
+    share is one or two range counts over the line's index.
+    """
+    mine = policies.effective(priority, queued_at, now)
+    step = timedelta(seconds=policies.aging_s)
+    shape: list[tuple[int, str]] = []
+    params: dict[str, Any] = {"q0": queued_at, "id0": run_id}
+    for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1):
+        if p == priority:
+            shape.append((p, "before"))  # one priority keeps queued_at order
+            continue
+        # Queued at or before `better` -> level above ours; at or before `level` -> ours or above.
+        better = _EVER if p < mine else (now - step * (p - mine + 1) if mine > 1 else None)
+        level = _EVER if p <= mine else now - step * (p - mine)
+        if level < queued_at:
+            shape.append((p, "le"))
+            params[f"t{p}"] = level
+        elif better is not None and better >= queued_at:
+            shape.append((p, "le"))
+            params[f"t{p}"] = better
+        else:
+            shape.append((p, "before"))
+    return int((await conn.execute(_aged_statement(tuple(shape)), params)).scalar_one())
+
+
+@functools.cache
+def _aged_statement(shape: tuple[tuple[int, str], ...]) -> Any:
+    q0 = bindparam("q0", type_=DateTime(True))
+    id0 = bindparam("id0", type_=Integer)
+    total: Any = literal(0)
+    for p, mode in shape:
+        here = (PENDING, E.priority == p)
+        if mode == "le":
+            parts = [E.queued_at <= bindparam(f"t{p}", type_=DateTime(True))]
+        else:
+            parts = [E.queued_at < q0, and_(E.queued_at == q0, E.id < id0)]
+        for part in parts:
+            total = total + select(func.count()).where(*here, part).scalar_subquery()
+    return select(total)

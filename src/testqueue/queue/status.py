@@ -12,9 +12,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, bindparam, func, literal, select
 
 from testqueue.database import Conn, Database
-from testqueue.models import Execution, QueueState, Worker, as_utc, utcnow
-from testqueue.queue.order import LINE_ORDER, PENDING, RUNNING
-from testqueue.vocabulary import decode_tags
+from testqueue.models import Execution, QueueState, User, Worker, as_utc, utcnow
+from testqueue.queue import forecast, line
+from testqueue.queue.order import PENDING, RUNNING
+from testqueue.queue.policy import Forecast, Policies, Waiting
+from testqueue.queue.positions import position_in
+from testqueue.vocabulary import FairShare, decode_tags
 
 E = Execution
 
@@ -73,37 +76,150 @@ async def configured_slots(conn: Conn, default_slots: int) -> int:
 _CONFIGURED = select(QueueState.configured_slots).where(QueueState.id == 1)
 
 
-async def snapshot(
-    db: Database, default_slots: int, lease_ttl_s: float, limit: int, offset: int
-) -> Snapshot:
-    """Counts, a page of the line (positions from `offset + 1`) and the running executions."""
+async def snapshot(db: Database, limit: int, offset: int) -> Snapshot:
+    """Counts, a page of the line (positions from `offset + 1`) and the running executions.
+
+    The page is the replayed line (`forecast`): the order the claim will take,
+    each run with its effective priority, its likely start and end (None
+    without history of its own, or while paused) and why it waits.
+    """
+    settings = db.settings
+    policies = Policies.of(settings)
     async with db.read() as conn:
-        slots, running, pending, paused = await slots_and_counts(conn, default_slots)
-        line = await conn.execute(
-            select(*_QUEUE_COLUMNS).where(PENDING).order_by(*LINE_ORDER).limit(limit).offset(offset)
+        slots, running, pending, paused = await slots_and_counts(
+            conn, settings.max_concurrent_executions
         )
+        seen = await forecast.outlook(
+            conn,
+            policies,
+            settings.max_concurrent_executions,
+            settings.execution_timeout,
+            offset + limit,
+        )
+        page = seen.starts[offset : offset + limit]
+        details = await _details(conn, [run.id for run, _ in page])
         active = await conn.execute(
             select(*_ACTIVE_COLUMNS).where(RUNNING).order_by(E.started_at, E.id)
         )
-        tags = await live_worker_tags(conn, lease_ttl_s)
-        queue_rows = [dict(row._mapping) for row in line]
         active_rows = [dict(row._mapping) for row in active]
-    snap = Snapshot(pending, running, slots, paused, offset, queue_rows, active_rows)
-    for index, row in enumerate(snap.queue):
-        row["queue_position"] = offset + index + 1
-        row["wait_reason"] = wait_reason(snap, row["queue_position"], row["required_tags"], tags)
+        tags = await live_worker_tags(conn, settings.lease_ttl)
+        names = await _usernames(
+            conn, {run.user_id for run, _ in page if seen.at_now.capped(run.user_id)}
+        )
+    snap = Snapshot(pending, running, slots, paused, offset, [], active_rows)
+    why = Reasons(snap, policies, seen, tags, names)
+    for index, (run, when) in enumerate(page):
+        position = offset + index + 1
+        snap.queue.append(
+            {
+                **details.get(run.id, {}),
+                "execution_id": run.id,
+                "test_case_id": run.test_case_id,
+                "user_id": run.user_id,
+                "priority": run.priority,
+                "effective_priority": policies.effective(run.priority, run.queued_at, seen.now),
+                "queued_at": run.queued_at,
+                "queue_position": position,
+                "wait_reason": why.of(run, position),
+                **estimate(seen, run.test_case_id, when),
+            }
+        )
+    for row in snap.active:
+        known = seen.durations.own(row["test_case_id"]) is not None
+        end = seen.running_ends.get(row["execution_id"])
+        row["estimated_finish"] = end if known and not paused else None
     return snap
 
 
-_QUEUE_COLUMNS = (
-    E.id.label("execution_id"),
-    E.test_case_id,
-    E.user_id,
+# A pending run this far back or further has no estimate: replaying that much of the
+# line on every read of it would cost more than the guess is worth.
+ESTIMATE_DEPTH = 500
+
+_PENDING_RUN = select(
+    E.id,
     E.priority,
     E.queued_at,
-    E.attempt,
+    E.user_id,
+    E.concurrency_key,
+    E.concurrency_limit,
+    E.test_case_id,
     E.required_tags,
-)
+    E.expires_at,
+).where(E.id == bindparam("run_id"), PENDING)
+
+
+async def pending_detail(db: Database, execution_id: int) -> dict[str, Any]:
+    """A pending run's position, effective priority, wait reason and estimates ({} when it
+    is not pending)."""
+    settings = db.settings
+    policies = Policies.of(settings)
+    async with db.read() as conn:
+        row = (await conn.execute(_PENDING_RUN, {"run_id": execution_id})).one_or_none()
+        if row is None:
+            return {}
+        run = line.waiting(row)
+        position = await position_in(conn, db, run.id, run.priority, run.queued_at)
+        slots, running, pending, paused = await slots_and_counts(
+            conn, settings.max_concurrent_executions, count_pending=False
+        )
+        tags = await live_worker_tags(conn, settings.lease_ttl)
+        seen = await forecast.outlook(
+            conn,
+            policies,
+            settings.max_concurrent_executions,
+            settings.execution_timeout,
+            0 if paused else min(position, ESTIMATE_DEPTH),
+            until=run.id,
+        )
+        names = await _usernames(conn, {run.user_id} if seen.at_now.capped(run.user_id) else set())
+    snap = Snapshot(pending, running, slots, paused, 0, [], [])
+    when = next((w for r, w in seen.starts if r.id == run.id), None)
+    return {
+        "queue_position": position,
+        "effective_priority": policies.effective(run.priority, run.queued_at, seen.now),
+        "wait_reason": Reasons(snap, policies, seen, tags, names).of(run, position),
+        **(
+            estimate(seen, run.test_case_id, when)
+            if when is not None
+            else {"estimated_start": None, "estimated_finish": None}
+        ),
+    }
+
+
+def estimate(seen: forecast.Outlook, test_case_id: int | None, when: Forecast) -> dict[str, Any]:
+    """A pending run's likely start and end: none while paused or without its own history."""
+    if seen.paused or seen.durations.own(test_case_id) is None:
+        return {"estimated_start": None, "estimated_finish": None}
+    return {"estimated_start": when.start, "estimated_finish": when.finish}
+
+
+async def _details(conn: Conn, ids: list[int]) -> dict[int, dict[str, Any]]:
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        select(E.id, E.attempt, E.required_tags, E.concurrency_key, E.expires_at).where(
+            E.id.in_(ids)
+        )
+    )
+    return {
+        row.id: {
+            "attempt": row.attempt,
+            "required_tags": row.required_tags,
+            "concurrency_key": row.concurrency_key,
+            "expires_at": row.expires_at,
+        }
+        for row in rows
+    }
+
+
+async def _usernames(conn: Conn, user_ids: set[int | None]) -> dict[int, str]:
+    wanted = {i for i in user_ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await conn.execute(select(User.id, User.username).where(User.id.in_(wanted)))
+    return {row.id: row.username for row in rows}
+
+
 _ACTIVE_COLUMNS = (
     E.id.label("execution_id"),
     E.test_case_id,
@@ -117,27 +233,57 @@ _ACTIVE_COLUMNS = (
 )
 
 
-def wait_reason(
-    snap: Snapshot, position: int, required_tags: str, worker_tags: list[set[str]] | None
-) -> str:
-    """Why a pending execution is not running yet, in words."""
-    if snap.paused:
-        return "the queue is paused; it starts when an admin resumes it"
-    if worker_tags is not None and not worker_tags:
-        return "no worker is running; it starts when one signs in"
-    needed = set(decode_tags(required_tags))
-    if needed and worker_tags is not None and not any(needed <= tags for tags in worker_tags):
-        return f"needs a worker with tags {', '.join(sorted(needed))}; no live worker has them"
-    ahead = position - 1
-    if position <= snap.free_slots:
-        return "a slot is free; it is starting"
-    if ahead == 0:
-        return f"next in line; all {snap.max_concurrent} slots are busy"
-    runs = "run" if ahead == 1 else "runs"
-    return (
-        f"all {snap.max_concurrent} slots are busy; "
-        f"behind {ahead} {runs} of higher or equal priority"
-    )
+@dataclass(frozen=True)
+class Reasons:
+    """Why each pending run is not running yet, in words, from one replay of the line."""
+
+    snap: Snapshot
+    policies: Policies
+    seen: forecast.Outlook
+    worker_tags: list[set[str]] | None
+    names: dict[int, str]
+
+    def of(self, run: Waiting, position: int) -> str:
+        snap, worker_tags = self.snap, self.worker_tags
+        if snap.paused:
+            return "the queue is paused; it starts when an admin resumes it"
+        if worker_tags is not None and not worker_tags:
+            return "no worker is running; it starts when one signs in"
+        needed = set(decode_tags(run.required_tags))
+        if needed and worker_tags is not None and not any(needed <= t for t in worker_tags):
+            return f"needs a worker with tags {', '.join(sorted(needed))}; no live worker has them"
+        held = self.seen.at_now.blocked(run)
+        if held.user_cap:
+            name = self.names.get(run.user_id or 0, f"user {run.user_id}")
+            count = self.seen.at_now.by_user[run.user_id]
+            return f"{name} has {count} running (the cap is {self.policies.user_cap})"
+        if run.key is not None and self.seen.at_now.key_full(run):
+            holder = f"#{held.key_holder}" if held.key_holder else "another run"
+            return f"waiting for {holder} (same key {run.key}, limit {run.key_limit})"
+        if position <= snap.free_slots:
+            return "a slot is free; it is starting"
+        ahead = position - 1
+        if ahead == 0:
+            return f"next in line; all {snap.max_concurrent} slots are busy"
+        runs = "run" if ahead == 1 else "runs"
+        busy = f"all {snap.max_concurrent} slots are busy; behind {ahead} {runs}"
+        passed = self._fair_share_ahead(run, position)
+        if passed:
+            return f"{busy} (fair share: {passed} of them by users with fewer running)"
+        return f"{busy} of higher or equal priority"
+
+    def _fair_share_ahead(self, run: Waiting, position: int) -> int:
+        """Runs ahead of this one only because their users have fewer running."""
+        if self.policies.fair_share != FairShare.USER:
+            return 0
+        now = self.seen.now
+        level = self.policies.effective(run.priority, run.queued_at, now)
+        return sum(
+            1
+            for other, _ in self.seen.starts[: position - 1]
+            if (other.queued_at, other.id) > (run.queued_at, run.id)
+            and self.policies.effective(other.priority, other.queued_at, now) == level
+        )
 
 
 def live_after(lease_ttl_s: float) -> datetime:

@@ -146,6 +146,7 @@ class BatchCounts(BaseModel):
     errored: int = 0
     timed_out: int = 0
     cancelled: int = 0
+    expired: int = 0
     flaky: int = 0
 
 

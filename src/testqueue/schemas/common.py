@@ -9,6 +9,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,13 +28,17 @@ from testqueue.vocabulary import (
     HIGHEST_PRIORITY,
     LOWEST_PRIORITY,
     MAX_BIGINT,
+    MAX_CONCURRENCY_KEY_CHARS,
+    MAX_CONCURRENCY_LIMIT,
     MAX_INT_ID,
+    MAX_QUEUE_TIMEOUT_S,
     MAX_RETRIES,
     MAX_SLOTS,
     MAX_TAG_CHARS,
     MAX_TAGS_CHARS,
     PRIORITY_WORDS,
     TAG_PATTERN,
+    check_key_template,
     parse_priority,
 )
 
@@ -58,7 +63,14 @@ _WHOLE = BeforeValidator(_whole)
 SlotCount = Annotated[int, Field(strict=True, ge=1, le=MAX_SLOTS), _WHOLE]
 TestCaseRef = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID), _WHOLE]
 TokenDays = Annotated[int, Field(strict=True, ge=1, le=3660), _WHOLE]
-BatchRef = Annotated[int, Field(strict=True, ge=1, le=MAX_BIGINT), _WHOLE]
+# 2**63 - 1 is no double: JSON Schema tools compare bounds as doubles and would take
+# 2**63 as within it, so the schema states the largest double below (the check is exact).
+_BIGINT_SCHEMA_MAX = 2**63 - 1024
+BatchRef = Annotated[
+    int,
+    Field(strict=True, ge=1, le=MAX_BIGINT, json_schema_extra={"maximum": _BIGINT_SCHEMA_MAX}),
+    _WHOLE,
+]
 SuiteRef = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID), _WHOLE]
 RetryCount = Annotated[int, Field(strict=True, ge=0, le=MAX_RETRIES), _WHOLE]
 # Which results a run is tried again after.
@@ -195,3 +207,16 @@ def tags_fit(tags: list[str]) -> list[str]:
     if stored > MAX_TAGS_CHARS:
         raise ValueError(f"the tags take {stored} characters together; at most {MAX_TAGS_CHARS}")
     return tags
+
+
+# Seconds a run may wait in the queue before it expires; 0 = no limit.
+QueueTimeout = Annotated[
+    float, Field(ge=0, le=MAX_QUEUE_TIMEOUT_S, allow_inf_nan=False, strict=True)
+]
+ConcurrencyKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_CONCURRENCY_KEY_CHARS, strip_whitespace=True),
+    NoNul(),
+    AfterValidator(check_key_template),
+]
+ConcurrencyLimit = Annotated[int, Field(strict=True, ge=1, le=MAX_CONCURRENCY_LIMIT), _WHOLE]

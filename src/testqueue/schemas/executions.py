@@ -18,6 +18,7 @@ from testqueue.schemas.common import (
     BatchRef,
     NoNul,
     Priority,
+    QueueTimeout,
     ShortText,
     SlotCount,
     Strict,
@@ -43,6 +44,11 @@ class RunFields(Strict):
         | None
     ) = None
     triggered_by: ShortText | None = None
+    queue_timeout_seconds: QueueTimeout | None = Field(
+        default=None,
+        description="seconds it may wait before it expires unstarted; 0 = no limit; "
+        "default the test case's, else QUEUE_TIMEOUT",
+    )
 
 
 class RunRequest(RunFields):
@@ -50,6 +56,11 @@ class RunRequest(RunFields):
 
     batch_id: BatchRef | None = Field(
         default=None, description="a batch to join; its verdict then counts this run"
+    )
+    dedupe: bool | None = Field(
+        default=None,
+        description="answer with the pending run of the same test case, environment and "
+        "base URL if there is one, instead of queueing another; default the test case's",
     )
 
 
@@ -75,6 +86,9 @@ class RunQueued(Timestamped):
     priority: int
     queue_position: int
     message: str
+    deduplicated: bool = Field(
+        default=False, description="true: an equal pending run was found and is answered"
+    )
 
 
 class BulkQueued(BaseModel):
@@ -122,8 +136,19 @@ class ExecutionPublic(Timestamped):
     status: str
     result: str | None
     priority: int
+    effective_priority: int | None = Field(
+        default=None, description="while pending: the priority after aging, which the order uses"
+    )
     queue_position: int | None = None
     wait_reason: str | None = None
+    estimated_start: datetime | None = Field(
+        default=None, description="while pending; null without history of its own test case"
+    )
+    estimated_finish: datetime | None = None
+    concurrency_key: str | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="while pending: when it expires unless it starts first"
+    )
     attempt: int
     queued_at: datetime
     started_at: datetime | None
@@ -197,10 +222,15 @@ class QueuedItem(Timestamped):
     test_case_id: int | None
     user_id: int | None
     priority: int
+    effective_priority: int
     queue_position: int
     queued_at: datetime
     attempt: int
     wait_reason: str
+    estimated_start: datetime | None
+    estimated_finish: datetime | None
+    concurrency_key: str | None = None
+    expires_at: datetime | None = None
 
 
 class ActiveItem(Timestamped):
@@ -213,6 +243,7 @@ class ActiveItem(Timestamped):
     attempt: int
     worker_id: str | None
     cancel_requested: bool
+    estimated_finish: datetime | None = None
 
 
 class ActiveExecutions(BaseModel):

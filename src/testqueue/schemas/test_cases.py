@@ -20,8 +20,11 @@ from testqueue.schemas.common import (
     MAX_URL_CHARS,
     WEB_SCHEMES,
     Argument,
+    ConcurrencyKey,
+    ConcurrencyLimit,
     LongText,
     NoNul,
+    QueueTimeout,
     RetryCount,
     RetryResult,
     Strict,
@@ -81,6 +84,25 @@ class TestCaseFields(Strict):
         default_factory=lambda: list(ALL_RETRY_RESULTS),
         max_length=3,
         description="the results a run is tried again after",
+    )
+    concurrency_key: ConcurrencyKey | None = Field(
+        default=None,
+        description="runs with the same key share `concurrency_limit` places at once; "
+        "may name fields of the run: {environment}, {base_url}, {browser}, "
+        "{test_case_id}, {user_id}",
+    )
+    concurrency_limit: ConcurrencyLimit = Field(
+        default=1, description="how many runs with one key may run at once"
+    )
+    queue_timeout_seconds: QueueTimeout | None = Field(
+        default=None,
+        description="seconds a run may wait before it expires unstarted; 0 = no limit; "
+        "null = QUEUE_TIMEOUT",
+    )
+    dedupe: bool = Field(
+        default=False,
+        description="a run of it is answered with its pending twin (same environment and "
+        "base URL) instead of queued again, unless the request says otherwise",
     )
 
     @field_validator("test_data")
@@ -145,6 +167,10 @@ class TestCasePublic(Timestamped):
     tags: list[str]
     retries: int
     retry_on: list[str]
+    concurrency_key: str | None = None
+    concurrency_limit: int = 1
+    queue_timeout_seconds: float | None = None
+    dedupe: bool = False
     created_by: int | None
     created_at: datetime
     updated_at: datetime

@@ -307,7 +307,7 @@ def summarize(row: Any, groups: Iterable[Any]) -> BatchPublic:
         rerun_of=row["rerun_of"],
         user_id=row["user_id"],
         status=_status(counts, ended, row["cancelled_at"] is not None),
-        verdict=verdict_of(results, counts.cancelled) if ended else None,
+        verdict=verdict_of(results, counts.cancelled, counts.expired) if ended else None,
         total=total,
         done=total - counts.pending - counts.running,
         counts=counts,
@@ -336,6 +336,8 @@ def _count(counts: BatchCounts, results: dict[str, int], group: Any) -> None:
         counts.running += group.n
     elif group.status == Status.CANCELLED:
         counts.cancelled += group.n
+    elif group.status == Status.EXPIRED:
+        counts.expired += group.n
     elif group.result in _RESULT_FIELDS:
         field = _RESULT_FIELDS[Result(group.result)]
         setattr(counts, field, getattr(counts, field) + group.n)

@@ -24,7 +24,6 @@ from testqueue.models import (
     TestCase,
     as_utc,
 )
-from testqueue.queue import count_ahead
 from testqueue.queue import status as queue_status
 from testqueue.schemas import ArtifactPublic, ExecutionPage, ExecutionPublic, StepPublic
 from testqueue.schemas.executions import AttemptPublic
@@ -156,17 +155,9 @@ async def execution_detail(db: Database, settings: Settings, execution_id: int) 
         detail = public(row)
         detail.steps = await _steps(conn, execution_id, row["attempt"])
         detail.artifacts = await _artifacts(conn, execution_id, row["attempt"])
-        if row["status"] == Status.PENDING:
-            ahead = await count_ahead(conn, row["priority"], row["queued_at"], execution_id)
-            slots, running, pending, paused = await queue_status.slots_and_counts(
-                conn, settings.max_concurrent_executions, count_pending=False
-            )
-            tags = await queue_status.live_worker_tags(conn, settings.lease_ttl)
-            snap = queue_status.Snapshot(pending, running, slots, paused, 0, [], [])
-            detail.queue_position = ahead + 1
-            detail.wait_reason = queue_status.wait_reason(
-                snap, ahead + 1, row["required_tags"], tags
-            )
+    if row["status"] == Status.PENDING:
+        for name, value in (await queue_status.pending_detail(db, execution_id)).items():
+            setattr(detail, name, value)
     return detail
 
 

@@ -21,9 +21,7 @@ from testqueue.vocabulary import Status
 
 async def read_status(db: Database, settings: Settings, limit: int, offset: int) -> QueueStatus:
     """What runs and what waits, in order, with exact counts; the line is paginated."""
-    snap = await queue_status.snapshot(
-        db, settings.max_concurrent_executions, settings.lease_ttl, limit, offset
-    )
+    snap = await queue_status.snapshot(db, limit, offset)
     return QueueStatus(
         active_count=snap.active_count,
         queued_count=snap.queued_count,

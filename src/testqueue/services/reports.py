@@ -93,8 +93,8 @@ def _testcase(classname: str, item: ExecutionRow, out: str) -> ET.Element:
     _property(properties, "flaky", "true" if item["flaky"] else "false")
     _property(properties, "attempts", item["attempt"])
     message = _xml_text(item["error_message"] or "")
-    if item["status"] == Status.CANCELLED:
-        ET.SubElement(case_, "skipped", message=message or "cancelled")
+    if item["status"] in (Status.CANCELLED, Status.EXPIRED):
+        ET.SubElement(case_, "skipped", message=message or item["status"])
     elif item["status"] != Status.COMPLETED:
         ET.SubElement(case_, "skipped", message=f"not finished: {item['status']}")
     elif item["result"] == Result.FAIL:

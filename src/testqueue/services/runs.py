@@ -32,6 +32,8 @@ def options_of(body: RunFields, triggered_by: str | None = None) -> queue.RunOpt
         base_url=body.base_url,
         triggered_by=body.triggered_by or triggered_by,
         batch_id=body.batch_id if isinstance(body, RunRequest) else None,
+        queue_timeout_s=body.queue_timeout_seconds,
+        dedupe=body.dedupe if isinstance(body, RunRequest) else None,
     )
 
 
@@ -69,7 +71,13 @@ def described(items: Sequence[queue.Queued]) -> list[RunQueued]:
             status=Status.PENDING,
             priority=item.priority,
             queue_position=item.queue_position,
-            message=f"execution {item.id} queued at position {item.queue_position}",
+            message=(
+                f"execution {item.id} is already waiting at position {item.queue_position}; "
+                "nothing new was queued"
+                if item.deduplicated
+                else f"execution {item.id} queued at position {item.queue_position}"
+            ),
+            deduplicated=item.deduplicated,
         )
         for item in items
     ]

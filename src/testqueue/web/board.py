@@ -20,7 +20,6 @@ from testqueue.models import Execution, QueueState, TestCase, User, as_utc, utcn
 from testqueue.queue import status as queue_status
 from testqueue.queue.order import PENDING, RUNNING
 from testqueue.state import AppState
-from testqueue.web import estimates
 from testqueue.web.render import iso
 from testqueue.web.session import Viewer
 
@@ -78,7 +77,6 @@ class _Context:
     viewer: Viewer
     cases: dict[int, Any]
     users: dict[int, str]
-    durations: estimates.Durations
     default_timeout_s: float
     now: datetime
 
@@ -107,21 +105,13 @@ class _Context:
 async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
     """The board for one viewer: what runs, what waits, and what this viewer may do to each."""
     settings = state.settings
-    snap = await queue_status.snapshot(
-        state.db, settings.max_concurrent_executions, settings.lease_ttl, LINE_SHOWN, 0
-    )
+    snap = await queue_status.snapshot(state.db, LINE_SHOWN, 0)
     rows = [*snap.active, *snap.queue]
     async with state.db.read() as conn:
         cases, users = await _names(
             conn, (r["test_case_id"] for r in rows), (r["user_id"] for r in rows)
         )
-        # A paused queue shows no estimates, so it needs no durations.
-        durations = (
-            estimates.Durations({}, None)
-            if snap.paused
-            else await estimates.recent_durations(conn, (r["test_case_id"] for r in rows))
-        )
-    ctx = _Context(viewer, cases, users, durations, settings.execution_timeout, utcnow())
+    ctx = _Context(viewer, cases, users, settings.execution_timeout, utcnow())
     line = _line(ctx, snap)
     return {
         "slots": snap.max_concurrent,
@@ -142,32 +132,28 @@ def _running(ctx: _Context, row: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": ctx.since(row["started_at"]),
         "timeout_s": ctx.timeout_of(row),
         "stopping": bool(row["cancel_requested"]),
+        "eta_end": iso(row["estimated_finish"]),
     }
 
 
 def _line(ctx: _Context, snap: queue_status.Snapshot) -> list[dict[str, Any]]:
-    """The pending rows shown, each with its estimated start (none while paused)."""
-    starts: list[datetime | None] = [None] * len(snap.queue)
-    if not snap.paused:
-        busy = [
-            estimates.Busy(
-                as_utc(row["started_at"] or ctx.now),
-                ctx.durations.expected(row["test_case_id"]),
-                ctx.timeout_of(row),
-            )
-            for row in snap.active
-        ]
-        expected = [ctx.durations.expected(row["test_case_id"]) for row in snap.queue]
-        starts = estimates.estimate_starts(ctx.now, snap.max_concurrent, busy, expected)
+    """The pending rows shown, each with its estimated start and end (none while paused,
+    nor for a test case without history of its own)."""
     return [
         {
             **ctx.about(row),
+            "effective_priority": row["effective_priority"],
             "position": row["queue_position"],
             "queued_at": iso(row["queued_at"]),
             "waited_s": ctx.since(row["queued_at"]),
-            "eta": iso(start),
-            "eta_in_s": (start - ctx.now).total_seconds() if start else None,
+            "eta": iso(row["estimated_start"]),
+            "eta_in_s": _seconds_until(ctx.now, row["estimated_start"]),
+            "eta_end": iso(row["estimated_finish"]),
             "reason": row["wait_reason"],
         }
-        for row, start in zip(snap.queue, starts, strict=True)
+        for row in snap.queue
     ]
+
+
+def _seconds_until(now: datetime, moment: datetime | None) -> float | None:
+    return (as_utc(moment) - now).total_seconds() if moment else None

@@ -18,7 +18,14 @@ from starlette.datastructures import FormData
 
 from testqueue.schemas import TestCaseCreate, TestCasePublic
 from testqueue.schemas.common import problem_message
-from testqueue.vocabulary import MAX_RETRIES, PriorityWord, RunnerKind, TestType, parse_whole
+from testqueue.vocabulary import (
+    MAX_CONCURRENCY_LIMIT,
+    MAX_RETRIES,
+    PriorityWord,
+    RunnerKind,
+    TestType,
+    parse_whole,
+)
 from testqueue.web import forms
 
 TEXT_FIELDS = (
@@ -30,10 +37,18 @@ TEXT_FIELDS = (
     "tags",
     "retries",
     "retry_on",
+    "concurrency_key",
 )
 LIST_FIELDS = ("required_tags", "tags", "retry_on")
-CHOICE_FIELDS = ("test_type", "priority", "runner")
-BLOCK_FIELDS = ("command", "steps", "test_data", "timeout_seconds")
+CHOICE_FIELDS = ("test_type", "priority", "runner", "dedupe")
+BLOCK_FIELDS = (
+    "command",
+    "steps",
+    "test_data",
+    "timeout_seconds",
+    "concurrency_limit",
+    "queue_timeout_seconds",
+)
 FIELDS = (*TEXT_FIELDS, *CHOICE_FIELDS, *BLOCK_FIELDS)
 GENERAL = "form"
 # Form order, for the summary of problems at the top of the form.
@@ -51,6 +66,10 @@ LABELS = {
     "tags": "Tags",
     "retries": "Retries",
     "retry_on": "Retry after",
+    "concurrency_key": "Concurrency key",
+    "concurrency_limit": "Key limit",
+    "queue_timeout_seconds": "Queue timeout",
+    "dedupe": "Dedupe",
     "preconditions": "Preconditions",
     "expected_result": "Expected result",
 }
@@ -58,6 +77,8 @@ DEFAULTS = {
     "test_type": TestType.E2E.value,
     "priority": PriorityWord.MEDIUM.value,
     "runner": RunnerKind.BROWSER.value,
+    "dedupe": "no",
+    "concurrency_limit": "1",
 }
 
 
@@ -99,6 +120,9 @@ class CaseForm:
             values[name] = ", ".join(getattr(case, name))
         values["retries"] = str(case.retries)
         values["timeout_seconds"] = _number_text(case.timeout_seconds)
+        values["queue_timeout_seconds"] = _number_text(case.queue_timeout_seconds)
+        values["concurrency_limit"] = str(case.concurrency_limit)
+        values["dedupe"] = "yes" if case.dedupe else "no"
         return cls(values)
 
     @classmethod
@@ -134,26 +158,28 @@ def _json_field(
     return empty
 
 
-def _timeout(values: dict[str, str], problems: dict[str, list[str]]) -> float | None:
-    raw = values["timeout_seconds"].strip()
+def _seconds(values: dict[str, str], name: str, problems: dict[str, list[str]]) -> float | None:
+    raw = values[name].strip()
     if not raw:
         return None
     try:
         return float(raw)
     except ValueError:
-        problems.setdefault("timeout_seconds", []).append("must be a number of seconds")
+        problems.setdefault(name, []).append("must be a number of seconds")
         return None
 
 
-def _retries(values: dict[str, str], problems: dict[str, list[str]]) -> int:
-    raw = values["retries"].strip()
+def _whole(
+    values: dict[str, str], name: str, bounds: tuple[int, int], problems: dict[str, list[str]]
+) -> int:
+    raw = values[name].strip()
     if not raw:
-        return 0
+        return bounds[0]
     try:
-        return parse_whole(raw, 0, MAX_RETRIES, "retries")
+        return parse_whole(raw, *bounds, LABELS[name].lower())
     except ValueError as exc:
-        problems.setdefault("retries", []).append(str(exc))
-        return 0
+        problems.setdefault(name, []).append(str(exc))
+        return bounds[0]
 
 
 def to_body(form: CaseForm) -> TestCaseCreate:
@@ -163,7 +189,12 @@ def to_body(form: CaseForm) -> TestCaseCreate:
     data: dict[str, Any] = {name: values[name] for name in TEXT_FIELDS + CHOICE_FIELDS}
     for name in LIST_FIELDS:
         data[name] = [t for t in re.split(r"[,\s]+", values[name]) if t]
-    data["retries"] = _retries(values, problems)
+    data["retries"] = _whole(values, "retries", (0, MAX_RETRIES), problems)
+    data["concurrency_limit"] = _whole(
+        values, "concurrency_limit", (1, MAX_CONCURRENCY_LIMIT), problems
+    )
+    data["concurrency_key"] = values["concurrency_key"].strip() or None
+    data["dedupe"] = values["dedupe"] == "yes"
     data["command"] = (
         [line.rstrip("\r") for line in values["command"].split("\n") if line.strip()]
         if values["runner"] == RunnerKind.COMMAND
@@ -171,7 +202,8 @@ def to_body(form: CaseForm) -> TestCaseCreate:
     )
     data["steps"] = _json_field(values, "steps", [], problems)
     data["test_data"] = _json_field(values, "test_data", {}, problems)
-    data["timeout_seconds"] = _timeout(values, problems)
+    data["timeout_seconds"] = _seconds(values, "timeout_seconds", problems)
+    data["queue_timeout_seconds"] = _seconds(values, "queue_timeout_seconds", problems)
     try:
         body = TestCaseCreate.model_validate(data)
     except ValidationError as exc:

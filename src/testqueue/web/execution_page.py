@@ -158,7 +158,8 @@ async def _mark(state: AppState, execution_id: int) -> tuple[Any, ...]:
         ).one_or_none()
         if row is None:
             raise errors.NotFound(f"execution {execution_id} does not exist")
-        position = await position_of(conn, execution_id) if row.status == Status.PENDING else None
+        pending = row.status == Status.PENDING
+        position = await position_of(conn, state.db, execution_id) if pending else None
     return (*row, position)
 
 

@@ -28,7 +28,7 @@ BatchId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 XML = "application/xml"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(400, 404))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(400, 404, 429))
 async def create_batch(state: State, body: BatchCreate, actor: CurrentActor) -> BatchQueued:
     """Queue a suite, the test cases with some tags, or a list of ids (any mix) as one batch.
 
@@ -62,7 +62,9 @@ async def cancel_batch(state: State, batch_id: BatchId, actor: CurrentActor) -> 
     return await batches.cancel_batch(state.db, batch_id, actor)
 
 
-@router.post("/{batch_id}/rerun", status_code=status.HTTP_201_CREATED, responses=errors(404, 409))
+@router.post(
+    "/{batch_id}/rerun", status_code=status.HTTP_201_CREATED, responses=errors(404, 409, 429)
+)
 async def rerun_batch(
     state: State, batch_id: BatchId, actor: CurrentActor, body: RerunRequest | None = None
 ) -> BatchQueued:

@@ -29,21 +29,33 @@ router = APIRouter(prefix="/executions", tags=["executions"])
 
 
 @router.post(
-    "/tests/{test_case_id}/run", status_code=status.HTTP_201_CREATED, responses=errors(404)
+    "/tests/{test_case_id}/run",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": RunQueued, "description": "deduplicated: the equal run already waiting"},
+        **errors(404, 409, 429),
+    },
 )
 async def run_test_case(
     state: State,
     test_case_id: TestCaseId,
     actor: CurrentActor,
+    response: Response,
     body: Annotated[RunRequest | None, Body()] = None,
 ) -> RunQueued:
-    """Queue one run; it is committed before this answers. Priority 1..10 or high/medium/low."""
+    """Queue one run; it is committed before this answers. Priority 1..10 or high/medium/low.
+
+    With `dedupe` (or the test case's), a pending run of the same test case,
+    environment and base URL is answered (200, `deduplicated: true`) instead.
+    """
     options = runs.options_of(body or RunRequest())
     (item,) = await runs.queue_runs(state.db, [test_case_id], actor, options)
+    if item.deduplicated:
+        response.status_code = status.HTTP_200_OK
     return item
 
 
-@router.post("/bulk", status_code=status.HTTP_201_CREATED, responses=errors(404))
+@router.post("/bulk", status_code=status.HTTP_201_CREATED, responses=errors(404, 429))
 async def run_many(state: State, body: BulkRunRequest, actor: CurrentActor) -> BulkQueued:
     """Queue one run of each test case, in the order given, in one transaction."""
     items = await runs.queue_runs(state.db, body.test_case_ids, actor, runs.options_of(body))

@@ -183,6 +183,10 @@
     setField(row, "waited", (el) => { el.dataset.since = item.queued_at; });
     setField(row, "eta", (el) => { el.dataset.at = item.eta || ""; });
     setField(row, "reason", (el) => { el.textContent = item.reason; });
+    setField(row, "aged", (el) => {
+      el.textContent = `\u2192 ${item.effective_priority}`;
+      el.hidden = item.effective_priority === item.priority;
+    });
     setField(row, "movers", (el) => { el.hidden = !item.can_change; });
     const mover = (name, priority, allowed) => setField(row, name, (form) => {
       form.action = `/executions/${item.id}/priority`;

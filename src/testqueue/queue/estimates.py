@@ -1,16 +1,13 @@
-"""When a pending execution will likely start, from how long recent runs took.
+"""How long runs of each test case take: the median of its last 20 that ended with a result.
 
-The guess replays the line against the slots: each running execution ends
-after the median run time of recent completed runs of its test case (or of
-all recent runs when its test case has none yet), never later than its
-deadline; each pending one, in line order, takes the first slot to free up
-and holds it for its own test case's median. It is a guess for people to
-plan by, not a promise: it ignores worker tags, and a paused queue has none.
+`queue.status` replays the slots with these (`policy.simulate`) to tell when a
+pending run will likely start and end. A test case with no history of its own
+has no estimate; the replay still needs a length for it, and takes the median
+of all recent runs (`Durations.assumed`).
 """
 
 from __future__ import annotations
 
-import heapq
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,11 +18,12 @@ from sqlalchemy import Integer, literal, select, union_all
 
 from testqueue.database import Conn
 from testqueue.models import Execution, as_utc
-from testqueue.vocabulary import Status
+from testqueue.vocabulary import Result
 
 E = Execution
 RECENT_RUNS = 20
 RECENT_RUNS_OVERALL = 200
+UNKNOWN_RUN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,10 +33,16 @@ class Durations:
     by_test_case: dict[int, float]
     overall: float | None
 
-    def expected(self, test_case_id: int | None) -> float | None:
-        if test_case_id is not None and test_case_id in self.by_test_case:
-            return self.by_test_case[test_case_id]
-        return self.overall
+    def own(self, test_case_id: int | None) -> float | None:
+        """The median of this test case's own runs; None without history."""
+        return None if test_case_id is None else self.by_test_case.get(test_case_id)
+
+    def assumed(self, test_case_id: int | None) -> float:
+        """A length to replay the slots with: its own median, else everyone's, else a minute."""
+        own = self.own(test_case_id)
+        if own is not None:
+            return own
+        return self.overall if self.overall is not None else UNKNOWN_RUN_S
 
 
 def _run_seconds(rows: Iterable[tuple[datetime | None, datetime | None]]) -> list[float]:
@@ -59,7 +63,8 @@ async def recent_durations(conn: Conn, test_case_ids: Iterable[int | None]) -> D
     One statement: a `LIMIT` over the history index per test case, put together
     with UNION ALL (the recent runs overall under a NULL test case).
     """
-    finished = (E.status == Status.COMPLETED, E.started_at.is_not(None))
+    # Runs that passed or failed ran their course; an error or a timeout says less of it.
+    finished = (E.result.in_((Result.PASS, Result.FAIL)), E.started_at.is_not(None))
 
     def recent(*where: Any, limit: int, case_id: int | None) -> Any:
         last = (
@@ -84,38 +89,13 @@ async def recent_durations(conn: Conn, test_case_ids: Iterable[int | None]) -> D
     return Durations(by_case, medians.get(None))
 
 
-@dataclass(frozen=True)
-class Busy:
-    """A running execution as the estimate sees it."""
-
-    started_at: datetime
-    expected_s: float | None
-    timeout_s: float
-
-
-def estimate_starts(
-    now: datetime, slots: int, running: Sequence[Busy], line: Sequence[float | None]
-) -> list[datetime | None]:
-    """The likely start of each pending execution, in line order; None once a guess is blind."""
-    ends = sorted(_likely_end(now, busy) for busy in running)
-    # With more running than slots (the slots were lowered), the first to end
-    # free no slot: only the last `slots` endings let a pending one start.
-    free = ends[max(0, len(ends) - slots) :] + [now] * max(0, slots - len(ends))
-    heapq.heapify(free)
-    starts: list[datetime | None] = []
-    for expected_s in line:
-        if expected_s is None or not free:
-            starts.extend([None] * (len(line) - len(starts)))
-            break
-        start = heapq.heappop(free)
-        starts.append(start)
-        heapq.heappush(free, start + timedelta(seconds=expected_s))
-    return starts
-
-
-def _likely_end(now: datetime, busy: Busy) -> datetime:
-    started = as_utc(busy.started_at)
-    deadline = started + timedelta(seconds=busy.timeout_s)
-    if busy.expected_s is None:
-        return deadline
-    return max(now, min(started + timedelta(seconds=busy.expected_s), deadline))
+def likely_end(
+    now: datetime, started: datetime, expected_s: float | None, timeout_s: float
+) -> datetime:
+    """When a running run will likely end: its median after its start, never past its
+    deadline, never before now (it has not ended yet)."""
+    started = as_utc(started)
+    deadline = started + timedelta(seconds=timeout_s)
+    if expected_s is None:
+        return max(now, deadline)
+    return max(now, min(started + timedelta(seconds=expected_s), deadline))
