@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from conftest import Api, make_settings, start_api
+from conftest import STAND_IN, Api, make_settings, start_api
 from gates import GateRunner, with_gate
 from spans import max_overlap
 from testqueue import queue
@@ -23,7 +23,10 @@ from testqueue.dispatcher import Dispatcher
 from testqueue.models import Execution, utcnow
 from testqueue.queue import moves
 from testqueue.runners import Registry
-from testqueue.vocabulary import Status
+from testqueue.services.accounts import Actor
+from testqueue.vocabulary import Role, Status
+from testqueue.web import board
+from testqueue.web.session import Viewer
 
 API = "/api/v1"
 
@@ -85,6 +88,10 @@ async def test_fair_share_interleaves_users_and_the_claim_follows_the_positions(
     assert [q["queue_position"] for q in line] == list(range(1, 8))
     detail = await api.get(f"/executions/{bobs[1]}")
     assert (detail["queue_position"], detail["wait_reason"]) == (4, line[3]["wait_reason"])
+    shown = await board.build(api.state, Viewer(Actor(1, "admin", Role.ADMIN), csrf="-"))
+    assert [(r["id"], r["position"]) for r in shown["line"]] == [
+        (q["execution_id"], q["queue_position"]) for q in line
+    ]
 
     worker = await _dispatcher(api, gate, "w1", max_concurrent_executions=2)
     try:
@@ -101,6 +108,22 @@ async def test_fair_share_interleaves_users_and_the_claim_follows_the_positions(
     finally:
         await _stop(worker, api)
     assert gate.started == order
+
+
+async def test_a_batch_is_told_the_positions_the_line_gives_it(quiet: Any) -> None:
+    api = await quiet()
+    test_id = await api.gate_test()
+    bob = await api.member("bob")
+    for _ in range(3):
+        await api.run(test_id, headers=bob)
+    response = await api.client.post(
+        f"{API}/batches", json={"test_case_ids": [test_id] * 3}, headers=api.admin
+    )
+    assert response.status_code == 201, response.text
+    told = {e["id"]: e["queue_position"] for e in response.json()["executions"]}
+    line = {q["execution_id"]: q["queue_position"] for q in await _line(api)}
+    assert told == {i: line[i] for i in told}
+    assert sorted(told.values()) == [2, 4, 6], "interleaved with bob's (older) runs"
 
 
 async def test_strict_order_without_fair_share(quiet: Any) -> None:
@@ -173,6 +196,26 @@ async def test_aging_raises_a_waiting_run_one_level_per_period(quiet: Any) -> No
     claimer = queue.Claimer("hand", 50, 60.0, 50, policies=queue.Policies.of(api.state.settings))
     taken = [c.id for c in await queue.settle(api.state.db, claimer, [], 4)]
     assert taken == [lowest, medium, low, eight]
+
+
+async def test_the_wait_reason_says_how_far_waiting_raised_a_run(
+    quiet: Any, gate: GateRunner
+) -> None:
+    api = await quiet(aging_seconds=60, max_concurrent_executions=1)
+    test_id = await api.gate_test()
+    worker = await _dispatcher(api, gate, "w1", aging_seconds=60, max_concurrent_executions=1)
+    try:
+        busy = (await api.run(test_id))["id"]
+        await gate.wait_for(lambda: busy in gate.running)
+        low = (await api.run(test_id, priority=10))["id"]
+        await _age(api, low, 3 * 60 + 1)
+        detail = await api.get(f"/executions/{low}")
+        assert detail["wait_reason"] == (
+            "next in line; all 1 slots are busy; waiting raised its priority from 10 to 7"
+        )
+    finally:
+        gate.open_all.set()
+        await _stop(worker, api)
 
 
 async def test_an_aged_run_passes_a_younger_run_of_the_level_it_reached(quiet: Any) -> None:
@@ -405,3 +448,9 @@ async def test_estimates_need_history_of_the_test_case_itself(quiet: Any) -> Non
     assert third_start - start == pytest.approx(40.0, abs=0.01)
     detail = await api.get(f"/executions/{third}")
     assert _seconds(detail["estimated_start"]) == pytest.approx(third_start, abs=1.0)
+    (running,) = await queue.settle(api.state.db, STAND_IN, [], 1)
+    assert running.id == first
+    started = await api.get(f"/executions/{first}")
+    assert _seconds(started["estimated_finish"]) == pytest.approx(
+        _seconds(started["started_at"]) + 20.0, abs=0.01
+    )

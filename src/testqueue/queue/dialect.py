@@ -51,8 +51,9 @@ class Dialect(Protocol):
 
     async def count_ahead(
         self, conn: Conn, priority: int, queued_at: datetime, execution_id: int
-    ) -> int:
-        """How many pending executions start before this pending one."""
+    ) -> tuple[int, tuple[Any, ...]]:
+        """How many pending executions start before this pending one by priority and
+        `queued_at` (aging and the policies aside), and the line's `order.SHAPE`."""
         ...
 
     def upsert(

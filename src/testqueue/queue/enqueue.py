@@ -37,6 +37,7 @@ from testqueue.models import Execution, TestCase, utcnow
 from testqueue.queue import backpressure, dialect, expiry, moves, positions
 from testqueue.queue.moves import in_status
 from testqueue.queue.order import PENDING
+from testqueue.queue.policy import Policies
 from testqueue.queue.positions import position_in
 from testqueue.vocabulary import (
     DEFAULT_PRIORITY,
@@ -405,6 +406,17 @@ _AHEAD_OF_PRIORITY = select(func.count()).where(
         ),
     ),
 )
+# An id past every run: a place behind all of one priority queued up to now.
+_BEHIND_ALL = 2**63 - 1
+
+
+async def _ahead_of_new(
+    conn: Conn, policies: Policies, shape: positions.Shape, priority: int, now: datetime
+) -> int:
+    """Pending runs (new ones too) at or ahead of a run of `priority` queued `now`, last."""
+    if shape.aged(policies, now):
+        return await positions.aged_count(conn, policies, priority, now, _BEHIND_ALL, now)
+    return int((await conn.execute(_AHEAD_OF_PRIORITY, {"p": priority, "now": now})).scalar_one())
 
 
 async def _positions_of_new(
@@ -412,15 +424,19 @@ async def _positions_of_new(
 ) -> list[int]:
     """Positions of rows just queued together.
 
-    Where the policies may reorder the line, or runs have aged, each is placed
-    by `positions.position_in`. Otherwise they share `queued_at` (the newest in
-    the line) and ids rise in the order given, so one of them stands ahead of
-    another when its priority is higher, or equal and it came first; every
-    other pending run of higher priority, or of equal priority queued at that
-    instant or before, is ahead of them all: one count per priority among them.
+    Where the policies may reorder the line, one replay places them all.
+    Otherwise they share `queued_at` (the newest in the line) and ids rise in
+    the order given, so one of them stands ahead of another when its priority
+    is higher, or equal and it came first; every other pending run that
+    stands ahead of a new run of priority p (by effective priority) stands
+    ahead of them all: one count per priority among them.
     """
-    if await positions.reordered(conn, db):
-        return [await position_in(conn, db, r.id, r.priority, now) for r in inserted]
+    policies = Policies.of(db.settings)
+    shape = await positions.read_shape(conn)
+    replayed: dict[int, int] = {}
+    if shape.reorders(policies):
+        seen = await positions.replay(conn, db)
+        replayed = {run.id: place + 1 for place, (run, _) in enumerate(seen.starts)}
     per_priority = Counter(row.priority for row in inserted)
     ours: dict[int, int] = {}  # priority -> rows of this batch at it or higher
     higher: dict[int, int] = {}  # priority -> rows of this batch higher than it
@@ -429,14 +445,11 @@ async def _positions_of_new(
         higher[priority] = total
         total += per_priority[priority]
         ours[priority] = total
-    others = {
-        p: int((await conn.execute(_AHEAD_OF_PRIORITY, {"p": p, "now": now})).scalar_one())
-        - ours[p]
-        for p in per_priority
-    }
-    seen: Counter[int] = Counter()
+    others = {p: await _ahead_of_new(conn, policies, shape, p, now) - ours[p] for p in per_priority}
+    seen_of: Counter[int] = Counter()
     found = []
     for row in inserted:
-        found.append(others[row.priority] + higher[row.priority] + seen[row.priority] + 1)
-        seen[row.priority] += 1
+        counted = others[row.priority] + higher[row.priority] + seen_of[row.priority] + 1
+        found.append(replayed.get(row.id, counted))
+        seen_of[row.priority] += 1
     return found

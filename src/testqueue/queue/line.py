@@ -10,31 +10,17 @@ plan asks for more only when it reaches the end of one (`policy.NeedMore`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, TextualSelect, text
+from sqlalchemy import TextClause, text
 
 from testqueue.database import Conn
 from testqueue.models import as_utc
+from testqueue.queue.order import PAIRS
 from testqueue.queue.policy import Holding, Waiting
-from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
-_PRIORITIES = " UNION ALL ".join(
-    f"SELECT {p} AS p" for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
-)
-PAIRS = f"""
-WITH RECURSIVE pairs(priority, user_id) AS (
-  SELECT v.p, (SELECT min(f.user_id) FROM executions AS f
-               WHERE f.status = 'pending' AND f.priority = v.p)
-  FROM ({_PRIORITIES}) AS v
-  UNION ALL
-  SELECT pairs.priority, (SELECT min(f.user_id) FROM executions AS f
-                          WHERE f.status = 'pending' AND f.priority = pairs.priority
-                            AND f.user_id > pairs.user_id)
-  FROM pairs WHERE pairs.user_id IS NOT NULL
-)"""
 _FIRST_K = """SELECT y.id FROM executions AS y
   WHERE y.status = 'pending' AND y.priority = pairs.priority AND y.user_id = pairs.user_id
   ORDER BY y.queued_at, y.id LIMIT :k"""
@@ -49,32 +35,30 @@ _COLUMNS = (
 )
 
 
-def _line_statement(dialect_name: str) -> TextualSelect:
+def _line_statement(dialect_name: str) -> TextClause:
+    """Pending runs (kind 1), running runs (kind 2) and the slots and pause switch (kind 3)."""
     pending = ", ".join(f"e.{c}" for c in _COLUMNS.split(", "))
     running = _COLUMNS.replace("queued_at", "started_at").replace("expires_at", "NULL")
-    sql = f"""{PAIRS}
+    return text(f"""{PAIRS}
 SELECT 1 AS kind, {pending} FROM pairs {_JOIN[dialect_name]} WHERE pairs.user_id IS NOT NULL
 UNION ALL
 SELECT 2, {running} FROM executions WHERE status = 'running'
 UNION ALL
 SELECT 3, coalesce(q.max_concurrent, q.configured_slots, :default_slots),
   CASE WHEN q.paused THEN 1 ELSE 0 END, NULL, NULL, NULL, 0, NULL, '', NULL
-FROM queue_state AS q WHERE q.id = 1"""
-    return text(sql).columns(
-        kind=Integer,
-        id=Integer,
-        priority=Integer,
-        queued_at=DateTime(timezone=True),
-        user_id=Integer,
-        concurrency_key=String,
-        concurrency_limit=Integer,
-        test_case_id=Integer,
-        required_tags=String,
-        expires_at=DateTime(timezone=True),
-    )
+FROM queue_state AS q WHERE q.id = 1""")
 
 
 _LINE = {name: _line_statement(name) for name in _JOIN}
+
+
+def stamp(value: Any) -> datetime | None:
+    """A timestamp from a plain-SQL row: SQLite gives text, PostgreSQL a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
 
 
 @dataclass(frozen=True)
@@ -96,21 +80,17 @@ async def read_line(conn: Conn, k: int, default_slots: int) -> Line:
     pairs: dict[tuple[int, int | None], list[Waiting]] = {}
     running: list[Holding] = []
     slots, paused = default_slots, False
-    for row in rows:
-        if row.kind == 1:
-            pairs.setdefault((row.priority, row.user_id), []).append(waiting(row))
-        elif row.kind == 2:
-            running.append(
-                Holding(
-                    row.id,
-                    row.user_id,
-                    row.concurrency_key,
-                    row.test_case_id,
-                    as_utc(row.queued_at) if row.queued_at else None,
-                )
-            )
+    for kind, run_id, priority, at, user_id, key, limit, case_id, tags, expires in rows:
+        if kind == 1:
+            queued = stamp(at) or _NEVER
+            run = Waiting(run_id, priority, queued, user_id, key, limit, case_id, tags)
+            if expires is not None:
+                run = replace(run, expires_at=stamp(expires))
+            pairs.setdefault((priority, user_id), []).append(run)
+        elif kind == 2:
+            running.append(Holding(run_id, user_id, key, case_id, stamp(at)))
         else:
-            slots, paused = int(row.id), bool(row.priority)
+            slots, paused = int(run_id), bool(priority)
     lists = [sorted(runs, key=_place) for runs in pairs.values()]
     running.sort(key=lambda held: (held.started_at or _NEVER, held.id))
     truncated = frozenset(i for i, runs in enumerate(lists) if len(runs) >= k)

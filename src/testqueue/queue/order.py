@@ -19,13 +19,14 @@ from sqlalchemy import (
     bindparam,
     func,
     literal,
+    literal_column,
     or_,
     select,
 )
 
 from testqueue.models import Execution
 from testqueue.queue.moves import in_status
-from testqueue.vocabulary import Status
+from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY, Status
 
 E = Execution
 LINE_ORDER = (E.priority.asc(), E.queued_at.asc(), E.id.asc())
@@ -80,7 +81,46 @@ def _higher() -> Any:
     )
 
 
+# -- the shape of the line: what decides how a place in it is found ---------------------
+
+_PRIORITIES = " UNION ALL ".join(
+    f"SELECT {p} AS p" for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
+)
+PAIRS = f"""
+WITH RECURSIVE pairs(priority, user_id) AS (
+  SELECT v.p, (SELECT min(f.user_id) FROM executions AS f
+               WHERE f.status = 'pending' AND f.priority = v.p)
+  FROM ({_PRIORITIES}) AS v
+  UNION ALL
+  SELECT pairs.priority, (SELECT min(f.user_id) FROM executions AS f
+                          WHERE f.status = 'pending' AND f.priority = pairs.priority
+                            AND f.user_id > pairs.user_id)
+  FROM pairs WHERE pairs.user_id IS NOT NULL
+)"""
+# Three columns any count of a place may carry (`Dialect.count_ahead`), one or two index
+# probes each: whether more than one user has runs waiting, whether a waiting run has a
+# concurrency key, since when the oldest run waits.
+MANY_USERS_WAITING: ColumnElement[int] = literal_column(
+    "(SELECT CASE WHEN (SELECT max(user_id) FROM executions WHERE status = 'pending') > "
+    "(SELECT min(user_id) FROM executions WHERE status = 'pending') THEN 1 ELSE 0 END)",
+    type_=Integer,
+)
+KEYED_WAITING: ColumnElement[int] = literal_column(
+    "(SELECT count(*) FROM (SELECT 1 FROM executions WHERE status = 'pending' "
+    "AND concurrency_key IS NOT NULL LIMIT 1) AS keyed)",
+    type_=Integer,
+)
+OLDEST_WAITING: ColumnElement[Any] = literal_column(
+    "(SELECT min(queued_at) FROM executions WHERE status = 'pending')", type_=DateTime(True)
+)
+SHAPE = (
+    MANY_USERS_WAITING.label("many_users"),
+    KEYED_WAITING.label("keyed"),
+    OLDEST_WAITING.label("oldest"),
+)
+
+
 # Each takes a_priority, a_queued_at and a_id: the place being counted from.
-COUNT_AHEAD = select(_higher() + _same_priority(ahead=True))
+COUNT_AHEAD = select(_higher() + _same_priority(ahead=True), *SHAPE)
 SAME_AHEAD = select(_same_priority(ahead=True))
 SAME_BEHIND = select(_same_priority(ahead=False))

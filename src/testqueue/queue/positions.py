@@ -10,15 +10,16 @@ replayed (`forecast`), as the claim would take it.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Integer, and_, bindparam, func, literal, select, text
+from sqlalchemy import DateTime, Integer, and_, bindparam, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, as_utc, utcnow
 from testqueue.queue import dialect, forecast, line
-from testqueue.queue.order import PENDING
+from testqueue.queue.order import PENDING, SHAPE
 from testqueue.queue.policy import Policies
 from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
@@ -27,18 +28,38 @@ E = Execution
 MAX_REPLAYED = 2_000
 _EVER = datetime(9999, 12, 31, tzinfo=UTC)
 
-_OLDEST = " UNION ALL ".join(
-    f"SELECT (SELECT min(queued_at) FROM executions WHERE status = 'pending' AND priority = {p})"
-    " AS m"
-    for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
-)
-_SHAPE = text(
-    f"""{line.PAIRS}
-SELECT (SELECT count(DISTINCT user_id) FROM pairs WHERE user_id IS NOT NULL) AS users,
-  EXISTS (SELECT 1 FROM executions
-          WHERE status = 'pending' AND concurrency_key IS NOT NULL) AS keyed,
-  (SELECT min(m) FROM ({_OLDEST}) AS oldest) AS oldest"""
-).columns(users=Integer, keyed=Boolean, oldest=DateTime(timezone=True))
+
+@dataclass(frozen=True)
+class Shape:
+    """What decides how a position is found: more than one user waiting, keys, the oldest
+    wait."""
+
+    many_users: bool
+    keyed: bool
+    oldest: datetime | None
+
+    def reorders(self, policies: Policies) -> bool:
+        """Whether the policies may start runs out of effective-priority order."""
+        return self.keyed or (policies.reorders_users and self.many_users)
+
+    def aged(self, policies: Policies, now: datetime) -> bool:
+        """Whether any waiting run has aged (so counts go by effective priority)."""
+        if policies.aging_s <= 0 or self.oldest is None:
+            return False
+        return self.oldest <= now - timedelta(seconds=policies.aging_s)
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> Shape:
+        """From the `order.SHAPE` columns of a row."""
+        many_users, keyed, oldest = row
+        return cls(bool(many_users), bool(keyed), line.stamp(oldest))
+
+
+_SHAPE = select(*SHAPE)
+
+
+async def read_shape(conn: Conn) -> Shape:
+    return Shape.of(tuple((await conn.execute(_SHAPE)).one()))
 
 
 async def position_in(
@@ -48,48 +69,49 @@ async def position_in(
     priority: int,
     queued_at: datetime,
 ) -> int:
-    """1 = next to start, for a pending execution."""
-    settings = db.settings
-    policies = Policies.of(settings)
-    users, keyed, oldest = (await conn.execute(_SHAPE)).one()
-    if _reorders(policies, users, keyed):
-        seen = await forecast.outlook(
-            conn,
-            policies,
-            settings.max_concurrent_executions,
-            settings.execution_timeout,
-            MAX_REPLAYED,
-            until=execution_id,
-        )
+    """1 = next to start, for a pending execution.
+
+    One statement in the common case: the count by priority and `queued_at`
+    carries the line's shape, which says whether that count is the answer.
+    """
+    policies = Policies.of(db.settings)
+    queued_at = as_utc(queued_at)
+    on = dialect.of_connection(conn)
+    ahead, row = await on.count_ahead(conn, priority, queued_at, execution_id)
+    shape = Shape.of(row)
+    if shape.reorders(policies):
+        seen = await replay(conn, db, until=execution_id)
         position = seen.position(execution_id)
         if position is not None:
             return position
     now = utcnow()
-    if not _aged(policies, oldest, now):
-        ahead = await dialect.of_connection(conn).count_ahead(
-            conn, priority, queued_at, execution_id
-        )
-        return ahead + 1
-    return await _aged_count(conn, policies, priority, as_utc(queued_at), execution_id, now) + 1
+    if shape.aged(policies, now):
+        return await aged_count(conn, policies, priority, queued_at, execution_id, now) + 1
+    return ahead + 1
 
 
-def _reorders(policies: Policies, users: int, keyed: bool) -> bool:
-    return bool(keyed) or (policies.reorders_users and users > 1)
+async def replay(conn: Conn, db: Database, until: int | None = None) -> forecast.Outlook:
+    """The line replayed as far as positions are replayed (MAX_REPLAYED)."""
+    settings = db.settings
+    return await forecast.outlook(
+        conn,
+        Policies.of(settings),
+        settings.max_concurrent_executions,
+        settings.execution_timeout,
+        MAX_REPLAYED,
+        until=until,
+    )
 
 
-async def reordered(conn: Conn, db: Database) -> bool:
-    """Whether positions need the line replayed or runs have aged (not one count)."""
-    policies = Policies.of(db.settings)
-    users, keyed, oldest = (await conn.execute(_SHAPE)).one()
-    if _reorders(policies, users, keyed):
-        return True
-    return _aged(policies, oldest, utcnow())
-
-
-def _aged(policies: Policies, oldest: datetime | None, now: datetime) -> bool:
-    if policies.aging_s <= 0 or oldest is None:
-        return False
-    return as_utc(oldest) <= now - timedelta(seconds=policies.aging_s)
+async def count_ahead(
+    conn: Conn, policies: Policies, shape: Shape, priority: int, queued_at: datetime, run_id: int
+) -> int:
+    """Pending runs ahead of (priority, queued_at, run_id) by effective priority, counted."""
+    now = utcnow()
+    if not shape.aged(policies, now):
+        ahead, _ = await dialect.of_connection(conn).count_ahead(conn, priority, queued_at, run_id)
+        return ahead
+    return await aged_count(conn, policies, priority, queued_at, run_id, now)
 
 
 async def position_of(conn: Conn, db: Database, execution_id: int) -> int | None:
@@ -102,7 +124,7 @@ async def position_of(conn: Conn, db: Database, execution_id: int) -> int | None
     return await position_in(conn, db, execution_id, row.priority, row.queued_at)
 
 
-async def _aged_count(
+async def aged_count(
     conn: Conn, policies: Policies, priority: int, queued_at: datetime, run_id: int, now: datetime
 ) -> int:
     """Pending runs ahead of this one by effective priority, `queued_at`, id.

@@ -113,11 +113,12 @@ class PostgresDialect:
 
     async def count_ahead(
         self, conn: Conn, priority: int, queued_at: datetime, execution_id: int
-    ) -> int:
+    ) -> tuple[int, tuple[Any, ...]]:
         """Counted from the front: counter rows like SQLite's would serialise
         concurrent writers on many hosts."""
         params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
-        return int((await conn.execute(COUNT_AHEAD, params)).scalar_one())
+        ahead, *shape = (await conn.execute(COUNT_AHEAD, params)).one()
+        return int(ahead), tuple(shape)
 
     def numbered(self) -> Subquery:
         # Two arrays side by side; WITH ORDINALITY numbers their elements.

@@ -21,7 +21,7 @@ from sqlalchemy.sql.dml import Insert
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, LineCount
-from testqueue.queue.order import PENDING, SAME_AHEAD, SAME_BEHIND
+from testqueue.queue.order import PENDING, SAME_AHEAD, SAME_BEHIND, SHAPE
 
 E = Execution
 
@@ -37,6 +37,7 @@ def _ends_statement() -> Any:
         select(LineCount.pending).where(LineCount.priority == priority).scalar_subquery(),
         same.order_by(E.queued_at, E.id).scalar_subquery(),
         same.order_by(E.queued_at.desc(), E.id.desc()).scalar_subquery(),
+        *SHAPE,
     )
 
 
@@ -75,7 +76,7 @@ class SqliteDialect:
 
     async def count_ahead(
         self, conn: Conn, priority: int, queued_at: datetime, execution_id: int
-    ) -> int:
+    ) -> tuple[int, tuple[Any, ...]]:
         """Counted from the nearer end of this priority's part of the line.
 
         `line_counts` (kept by triggers, migration 0004) holds the runs per
@@ -83,12 +84,13 @@ class SqliteDialect:
         exact either way, and about half the walk at worst (40 ns an entry).
         """
         params = {"a_priority": priority, "a_queued_at": queued_at, "a_id": execution_id}
-        higher, total, first, last = (await conn.execute(_ENDS, params)).one()
+        higher, total, first, last, *shape = (await conn.execute(_ENDS, params)).one()
         from_back = total and first is not None and last is not None
         if not (from_back and execution_id - first > last - execution_id):
-            return int(higher) + int((await conn.execute(SAME_AHEAD, params)).scalar_one())
+            same = int((await conn.execute(SAME_AHEAD, params)).scalar_one())
+            return int(higher) + same, tuple(shape)
         behind = int((await conn.execute(SAME_BEHIND, params)).scalar_one())
-        return int(higher) + int(total) - 1 - behind
+        return int(higher) + int(total) - 1 - behind, tuple(shape)
 
     def numbered(self) -> Subquery:
         # One JSON text of [case_id, priority] pairs; json_each's `key` is the place.

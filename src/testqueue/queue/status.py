@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Integer, bindparam, func, literal, select
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, User, Worker, as_utc, utcnow
-from testqueue.queue import forecast, line
+from testqueue.queue import estimates, forecast, line
 from testqueue.queue.order import PENDING, RUNNING
 from testqueue.queue.policy import Forecast, Policies, Waiting
 from testqueue.queue.positions import position_in
@@ -186,6 +186,17 @@ async def pending_detail(db: Database, execution_id: int) -> dict[str, Any]:
     }
 
 
+async def running_finish(
+    conn: Conn, test_case_id: int | None, started_at: datetime, default_timeout_s: float
+) -> datetime | None:
+    """When a running run will likely end: None without history of its own test case."""
+    durations = await estimates.recent_durations(conn, [test_case_id])
+    expected = durations.own(test_case_id)
+    if expected is None:
+        return None
+    return estimates.likely_end(utcnow(), started_at, expected, default_timeout_s)
+
+
 def estimate(seen: forecast.Outlook, test_case_id: int | None, when: Forecast) -> dict[str, Any]:
     """A pending run's likely start and end: none while paused or without its own history."""
     if seen.paused or seen.durations.own(test_case_id) is None:
@@ -264,13 +275,22 @@ class Reasons:
             return "a slot is free; it is starting"
         ahead = position - 1
         if ahead == 0:
-            return f"next in line; all {snap.max_concurrent} slots are busy"
+            return f"next in line; all {snap.max_concurrent} slots are busy{self._aged(run)}"
         runs = "run" if ahead == 1 else "runs"
         busy = f"all {snap.max_concurrent} slots are busy; behind {ahead} {runs}"
         passed = self._fair_share_ahead(run, position)
         if passed:
-            return f"{busy} (fair share: {passed} of them by users with fewer running)"
-        return f"{busy} of higher or equal priority"
+            busy += f" (fair share: {passed} of them by users with fewer running)"
+        else:
+            busy += " of higher or equal priority"
+        return busy + self._aged(run)
+
+    def _aged(self, run: Waiting) -> str:
+        """How far waiting raised its priority, if at all."""
+        level = self.policies.effective(run.priority, run.queued_at, self.seen.now)
+        if level == run.priority:
+            return ""
+        return f"; waiting raised its priority from {run.priority} to {level}"
 
     def _fair_share_ahead(self, run: Waiting, position: int) -> int:
         """Runs ahead of this one only because their users have fewer running."""

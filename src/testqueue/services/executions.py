@@ -155,6 +155,10 @@ async def execution_detail(db: Database, settings: Settings, execution_id: int) 
         detail = public(row)
         detail.steps = await _steps(conn, execution_id, row["attempt"])
         detail.artifacts = await _artifacts(conn, execution_id, row["attempt"])
+        if row["status"] == Status.RUNNING and row["started_at"] is not None:
+            detail.estimated_finish = await queue_status.running_finish(
+                conn, row["test_case_id"], row["started_at"], settings.execution_timeout
+            )
     if row["status"] == Status.PENDING:
         for name, value in (await queue_status.pending_detail(db, execution_id)).items():
             setattr(detail, name, value)
