@@ -160,10 +160,6 @@ class Execution(Base):
             "concurrency_key",
             where=f"{PENDING} AND concurrency_key IS NOT NULL",
         ),
-        # Whether more than one user waits, and since when the oldest run waits: one probe
-        # each, so every claim and position can tell whether the policies reorder the line.
-        _partial("ix_executions_waiting_user", "user_id", where=PENDING),
-        _partial("ix_executions_waiting_since", "queued_at", where=PENDING),
         # A test case's pending runs: dedupe looks for a twin, deleting it cancels them.
         _partial("ix_executions_pending_case", "test_case_id", where=PENDING),
         _partial(

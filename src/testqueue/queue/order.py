@@ -97,12 +97,30 @@ WITH RECURSIVE pairs(priority, user_id) AS (
                             AND f.user_id > pairs.user_id)
   FROM pairs WHERE pairs.user_id IS NOT NULL
 )"""
-# Three columns any count of a place may carry (`Dialect.count_ahead`), one or two index
-# probes each: whether more than one user has runs waiting, whether a waiting run has a
-# concurrency key, since when the oldest run waits.
+_FIRST_PRIORITY = "(SELECT min(priority) FROM executions WHERE status = 'pending')"
+# One priority waits (or none): the common line, where aging cannot reorder anything.
+_ONE_PRIORITY = (
+    f"{_FIRST_PRIORITY} = (SELECT max(priority) FROM executions WHERE status = 'pending')"
+)
+_USER_OF_FIRST = (
+    "(SELECT {0}(user_id) FROM executions "
+    f"WHERE status = 'pending' AND priority = {_FIRST_PRIORITY})"
+)
+_OLDEST = " UNION ALL ".join(
+    f"SELECT (SELECT min(queued_at) FROM executions WHERE status = 'pending' AND priority = {p})"
+    " AS m"
+    for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
+)
+
+# Columns any count of a place may carry (`Dialect.count_ahead`), a few probes of the
+# line's indexes when one priority waits (the common line): whether more than one user
+# has runs waiting, whether a waiting run has a concurrency key, and, when several
+# priorities wait, since when the oldest run waits (with one, aging reorders nothing).
 MANY_USERS_WAITING: ColumnElement[int] = literal_column(
-    "(SELECT CASE WHEN (SELECT max(user_id) FROM executions WHERE status = 'pending') > "
-    "(SELECT min(user_id) FROM executions WHERE status = 'pending') THEN 1 ELSE 0 END)",
+    f"(CASE WHEN {_ONE_PRIORITY} THEN CASE WHEN {_USER_OF_FIRST.format('min')} < "
+    f"{_USER_OF_FIRST.format('max')} THEN 1 ELSE 0 END "
+    f"ELSE ({PAIRS} SELECT CASE WHEN count(DISTINCT user_id) > 1 THEN 1 ELSE 0 END "
+    "FROM pairs WHERE user_id IS NOT NULL) END)",
     type_=Integer,
 )
 KEYED_WAITING: ColumnElement[int] = literal_column(
@@ -111,7 +129,8 @@ KEYED_WAITING: ColumnElement[int] = literal_column(
     type_=Integer,
 )
 OLDEST_WAITING: ColumnElement[Any] = literal_column(
-    "(SELECT min(queued_at) FROM executions WHERE status = 'pending')", type_=DateTime(True)
+    f"(CASE WHEN {_ONE_PRIORITY} THEN NULL ELSE (SELECT min(m) FROM ({_OLDEST}) AS oldest) END)",
+    type_=DateTime(True),
 )
 SHAPE = (
     MANY_USERS_WAITING.label("many_users"),

@@ -21,8 +21,6 @@ INDEXES = {
     "ix_executions_keyed": (["concurrency_key"], f"{PENDING} AND concurrency_key IS NOT NULL"),
     "ix_executions_deadline": (["expires_at"], f"{PENDING} AND expires_at IS NOT NULL"),
     "ix_executions_pending_case": (["test_case_id"], PENDING),
-    "ix_executions_waiting_user": (["user_id"], PENDING),
-    "ix_executions_waiting_since": (["queued_at"], PENDING),
 }
 UNIQUE = {"ux_executions_dedupe": (["dedupe_key"], f"{PENDING} AND dedupe_key IS NOT NULL")}
 
