@@ -2,12 +2,17 @@
 
 Every move is built from `vocabulary.TRANSITIONS` (`moves`) and guarded by
 `status = :expected`; a move that finds the row elsewhere raises
-`errors.InvalidTransition`. The order of the line is `priority, queued_at,
-id`, and positions are counted from it when read, never stored.
+`errors.InvalidTransition`. The order of the line is defined once
+(`policy`: effective priority, fair share, then `queued_at` and id), and
+positions are counted or replayed from it when read, never stored.
 
     enqueue     put runs in line                  changes    cancel, move in line
     batches     many runs as one, cancel them      retries    try again, keep each attempt
     claim       record finished, claim free slots  leases     heartbeat, recovery, hand-back
+    take        the runs a claim starts            policy     the order: fair share, caps, aging
+    line        the line's heads for the plan      forecast   the line replayed: estimates
+    expiry      queue timeouts                     backpressure  pending limits
+    new_run     a new run's columns, once          estimates  run times per test case
     progress    save logs, steps, artifacts        switches   pause, slots, clear
     order       the line's order and filters      positions  count a place in line
     status      read the queue                     dialect    what SQLite and PostgreSQL do apart
