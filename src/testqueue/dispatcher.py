@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from testqueue import artifacts, errors, queue
 from testqueue.config import Settings, host_key, worker_identity
@@ -167,9 +166,8 @@ class Dispatcher:
     def _on_notify(self, payload: str) -> None:
         if payload.startswith("cancel:"):
             self._db.wakeups.request_cancel(int(payload.removeprefix("cancel:")))
-        elif payload.startswith(queue.DEADLINE_SIGNAL):
-            stamp = float(payload.removeprefix(queue.DEADLINE_SIGNAL))
-            self._db.wakeups.deadline_at(datetime.fromtimestamp(stamp, UTC))
+        elif payload == queue.DEADLINE_SIGNAL:
+            self._db.wakeups.deadline_event.set()
         elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
             self._db.wakeups.wake()
 
@@ -294,11 +292,12 @@ class Dispatcher:
         interval = self._settings.queue_check_interval
         while not self._stopping.is_set():
             wakeups.deadline_event.clear()
-            wakeups.deadline = None
             wait_s = interval
             try:
-                await queue.expire_due(self._db)
-                upcoming = await queue.next_deadline(self._db)
+                upcoming = await queue.next_deadline(self._db)  # a read; the write only when due
+                if upcoming is not None and upcoming <= utcnow():
+                    await queue.expire_due(self._db)
+                    continue
                 if upcoming is not None:
                     wait_s = min(interval, (upcoming - utcnow()).total_seconds())
             except Exception as exc:

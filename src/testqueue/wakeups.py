@@ -10,7 +10,6 @@ other's dispatchers.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 
 class Wakeups:
@@ -19,9 +18,8 @@ class Wakeups:
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.cancel_requests: set[int] = set()
-        # The earliest queue deadline heard of since the expiry loop last looked.
+        # A run with a queue deadline was queued: the expiry loop looks again.
         self.deadline_event = asyncio.Event()
-        self.deadline: datetime | None = None
 
     def wake(self) -> None:
         """Make the dispatcher run a pass now."""
@@ -31,12 +29,6 @@ class Wakeups:
         """Ask the dispatcher to stop a run it may hold, at its next pass."""
         self.cancel_requests.add(execution_id)
         self.event.set()
-
-    def deadline_at(self, at: datetime) -> None:
-        """A pending run must expire at `at` unless it starts first."""
-        if self.deadline is None or at < self.deadline:
-            self.deadline = at
-        self.deadline_event.set()
 
     def take_cancel_requests(self) -> set[int]:
         """The runs asked to stop since the last call."""

@@ -27,6 +27,7 @@ from testqueue.services.accounts import Actor
 from testqueue.vocabulary import Role, Status
 from testqueue.web import board
 from testqueue.web.session import Viewer
+from waiting import until
 
 API = "/api/v1"
 
@@ -240,8 +241,9 @@ async def test_a_run_past_its_queue_timeout_expires_unstarted(quiet: Any, gate: 
         never = (await api.run(held, queue_timeout_seconds=0))["id"]
         detail = await api.get(f"/executions/{expiring}")
         assert detail["expires_at"] is not None
-        while (await api.get(f"/executions/{expiring}"))["status"] == "pending":
-            await asyncio.sleep(0.05)
+        await until(
+            lambda: api.get(f"/executions/{expiring}"), lambda run: run["status"] != "pending"
+        )
         gate.release(busy)
         await gate.wait_for(lambda: never in gate.running)
         gate.release(never)

@@ -152,9 +152,8 @@ async def _set_deadlines(conn: Conn, db: Database, inserted: Sequence[Any], now:
     if not deadlines:
         return
     await conn.execute(_DEADLINE, deadlines)
-    first = min(d["d_at"] for d in deadlines)
-    await dialect.signal(db, conn, expiry.deadline_signal(first))
-    db.wakeups.deadline_at(first)
+    await dialect.signal(db, conn, expiry.DEADLINE_SIGNAL)
+    db.wakeups.deadline_event.set()
 
 
 _TWIN_OF_CASE = (

@@ -20,7 +20,8 @@ from testqueue.queue.order import PENDING
 from testqueue.vocabulary import Status, expired_message
 
 E = Execution
-DEADLINE_SIGNAL = "deadline:"
+# What a NOTIFY says so other hosts' expiry loops look again.
+DEADLINE_SIGNAL = "deadline"
 
 _NEXT = select(func.min(E.expires_at)).where(PENDING, E.expires_at.is_not(None))
 _DUE = select(E.id, E.queued_at, E.queue_timeout_s).where(
@@ -63,8 +64,3 @@ async def expire_due(db: Database) -> int:
             ],
         )
     return len(due)
-
-
-def deadline_signal(at: datetime) -> str:
-    """What a NOTIFY says so other hosts' expiry loops wake at `at`."""
-    return f"{DEADLINE_SIGNAL}{as_utc(at).timestamp()!r}"

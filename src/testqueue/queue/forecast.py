@@ -11,7 +11,7 @@ from datetime import datetime
 from testqueue.database import Conn
 from testqueue.models import utcnow
 from testqueue.queue import estimates, line
-from testqueue.queue.policy import Forecast, Holding, NeedMore, Plan, Policies, Waiting, simulate
+from testqueue.queue.policy import Forecast, NeedMore, Plan, Policies, Waiting, simulate
 
 # Lists are read this far past the runs asked about, then four times further each time
 # the replay runs out of one (`policy.NeedMore`).
@@ -24,14 +24,11 @@ class Outlook:
     """The next runs to start, in order, with their forecasts, read at one instant."""
 
     now: datetime
-    slots: int
     paused: bool
     starts: list[tuple[Waiting, Forecast]]
-    running: list[Holding]
     running_ends: dict[int, datetime]
     durations: estimates.Durations
     at_now: Plan  # the line as it stands, for what holds each run back
-    complete: bool  # False when the lists were too long to replay this far
 
     def position(self, execution_id: int) -> int | None:
         for index, (run, _) in enumerate(self.starts):
@@ -56,10 +53,9 @@ async def outlook(
         try:
             return await _replay(conn, read, policies, now, default_timeout_s, depth, until)
         except NeedMore:
-            if k >= MAX_READ:
-                read = line.Line(read.lists, frozenset(), read.running, read.slots, read.paused)
-                found = await _replay(conn, read, policies, now, default_timeout_s, depth, until)
-                return replace(found, complete=False)
+            if k >= MAX_READ:  # replay what was read, as if the lists ended there
+                read = replace(read, truncated=frozenset())
+                return await _replay(conn, read, policies, now, default_timeout_s, depth, until)
             k = min(MAX_READ, k * 4)
 
 
@@ -92,6 +88,4 @@ async def _replay(
         until,
     )
     at_now = Plan(policies, read.lists, read.running, read.truncated)
-    return Outlook(
-        now, read.slots, read.paused, starts, read.running, ends, durations, at_now, True
-    )
+    return Outlook(now, read.paused, starts, ends, durations, at_now)

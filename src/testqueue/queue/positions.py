@@ -69,7 +69,19 @@ async def position_in(
     priority: int,
     queued_at: datetime,
 ) -> int:
-    """1 = next to start, for a pending execution.
+    """1 = next to start, for a pending execution."""
+    position, _ = await place(conn, db, execution_id, priority, queued_at)
+    return position
+
+
+async def place(
+    conn: Conn,
+    db: Database,
+    execution_id: int,
+    priority: int,
+    queued_at: datetime,
+) -> tuple[int, forecast.Outlook | None]:
+    """The position, and the replay it came from when the policies reorder the line.
 
     One statement in the common case: the count by priority and `queued_at`
     carries the line's shape, which says whether that count is the answer.
@@ -83,11 +95,11 @@ async def position_in(
         seen = await replay(conn, db, until=execution_id)
         position = seen.position(execution_id)
         if position is not None:
-            return position
+            return position, seen
     now = utcnow()
     if shape.aged(policies, now):
-        return await aged_count(conn, policies, priority, queued_at, execution_id, now) + 1
-    return ahead + 1
+        return await aged_count(conn, policies, priority, queued_at, execution_id, now) + 1, None
+    return ahead + 1, None
 
 
 async def replay(conn: Conn, db: Database, until: int | None = None) -> forecast.Outlook:

@@ -16,7 +16,7 @@ from testqueue.models import Execution, QueueState, User, Worker, as_utc, utcnow
 from testqueue.queue import estimates, forecast, line
 from testqueue.queue.order import PENDING, RUNNING
 from testqueue.queue.policy import Forecast, Policies, Waiting
-from testqueue.queue.positions import position_in
+from testqueue.queue.positions import place
 from testqueue.vocabulary import FairShare, decode_tags
 
 E = Execution
@@ -97,7 +97,7 @@ async def snapshot(db: Database, limit: int, offset: int) -> Snapshot:
             offset + limit,
         )
         page = seen.starts[offset : offset + limit]
-        details = await _details(conn, [run.id for run, _ in page])
+        attempts = await _attempts(conn, [run.id for run, _ in page])
         active = await conn.execute(
             select(*_ACTIVE_COLUMNS).where(RUNNING).order_by(E.started_at, E.id)
         )
@@ -112,8 +112,11 @@ async def snapshot(db: Database, limit: int, offset: int) -> Snapshot:
         position = offset + index + 1
         snap.queue.append(
             {
-                **details.get(run.id, {}),
                 "execution_id": run.id,
+                "attempt": attempts.get(run.id, 1),
+                "required_tags": run.required_tags,
+                "concurrency_key": run.key,
+                "expires_at": run.expires_at,
                 "test_case_id": run.test_case_id,
                 "user_id": run.user_id,
                 "priority": run.priority,
@@ -158,12 +161,13 @@ async def pending_detail(db: Database, execution_id: int) -> dict[str, Any]:
         if row is None:
             return {}
         run = line.waiting(row)
-        position = await position_in(conn, db, run.id, run.priority, run.queued_at)
+        position, replayed = await place(conn, db, run.id, run.priority, run.queued_at)
         slots, running, pending, paused = await slots_and_counts(
             conn, settings.max_concurrent_executions, count_pending=False
         )
         tags = await live_worker_tags(conn, settings.lease_ttl)
-        seen = await forecast.outlook(
+        # The replay that placed it (policies reorder the line) serves the estimate too.
+        seen = replayed or await forecast.outlook(
             conn,
             policies,
             settings.max_concurrent_executions,
@@ -204,23 +208,12 @@ def estimate(seen: forecast.Outlook, test_case_id: int | None, when: Forecast) -
     return {"estimated_start": when.start, "estimated_finish": when.finish}
 
 
-async def _details(conn: Conn, ids: list[int]) -> dict[int, dict[str, Any]]:
+async def _attempts(conn: Conn, ids: list[int]) -> dict[int, int]:
+    """The attempt of each run shown (the rest of a row comes from the line as read)."""
     if not ids:
         return {}
-    rows = await conn.execute(
-        select(E.id, E.attempt, E.required_tags, E.concurrency_key, E.expires_at).where(
-            E.id.in_(ids)
-        )
-    )
-    return {
-        row.id: {
-            "attempt": row.attempt,
-            "required_tags": row.required_tags,
-            "concurrency_key": row.concurrency_key,
-            "expires_at": row.expires_at,
-        }
-        for row in rows
-    }
+    rows = await conn.execute(select(E.id, E.attempt).where(E.id.in_(ids)))
+    return {row.id: row.attempt for row in rows}
 
 
 async def _usernames(conn: Conn, user_ids: set[int | None]) -> dict[int, str]:
