@@ -1,0 +1,21 @@
+"""artifacts in the database, in chunks, for hosts that share no disk
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-01 04:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0013"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
