@@ -6,6 +6,11 @@ to read the database: a folder's age is the newest modification time in it.
 Everything here is plain filesystem work and quick enough to call from the
 event loop for one execution; callers sweeping a large tree can hand
 `remove_older_than` to `asyncio.to_thread`.
+
+Where the database keeps artifacts (`ARTIFACT_STORE`, see
+`testqueue.queue.artifact_store`) the folder is only where a runner writes a
+file before its worker moves it into the database; the worker deletes its copy
+once stored, and hosts that share no disk serve it from there.
 """
 
 from __future__ import annotations

@@ -55,9 +55,59 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run executions without the API (WORKER_CONCURRENCY, WORKER_TAGS)"
     )
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")
+    _add_prune_command(commands)
     _add_user_commands(commands)
     client.add_commands(commands)
     return parser
+
+
+def _add_prune_command(commands: Any) -> None:
+    prune = commands.add_parser(
+        "prune",
+        help="remove finished executions older than RETENTION_DAYS (--dry-run: only count)",
+        description="Remove finished executions (completed, cancelled, expired) that ended "
+        "more than RETENTION_DAYS (default 90) days ago, with their logs, steps, attempts "
+        "and artifacts (database rows and files), in short transactions of PRUNE_BATCH_SIZE "
+        "(500) so running workers keep claiming meanwhile. A batch's runs go only once all "
+        "of them have finished and are that old; the batch keeps its counts and verdict. "
+        "Workers do this on their own every RETENTION_INTERVAL seconds; this command runs "
+        "one pass now and prints what it removed.",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="change nothing: say what would be removed"
+    )
+    prune.add_argument(
+        "--days",
+        type=float,
+        metavar="N",
+        help="keep this many days instead of RETENTION_DAYS (0 keeps everything)",
+    )
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    from testqueue.queue import prune
+
+    if args.days is not None and args.days < 0:
+        print("testqueue: --days must be 0 or more", file=sys.stderr)
+        return 2
+    refusal = _new_database_refusal(settings, create=False)
+    if refusal:
+        print(f"testqueue: {refusal}", file=sys.stderr)
+        return 2
+    migrate(settings)
+
+    async def run() -> prune.PruneReport:
+        db = Database(settings)
+        try:
+            return await prune.prune(db, settings, days=args.days, dry_run=args.dry_run)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    days = settings.retention_days if args.days is None else args.days
+    print(f"testqueue: using {_shown_url(settings)}", file=sys.stderr)
+    print("keeping everything (0 days)" if days <= 0 else report.summary())
+    return 0
 
 
 def _add_user_commands(commands: Any) -> None:
@@ -123,6 +173,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         migrate(settings)
         print("database is up to date")
         return 0
+    if args.command == "prune":
+        return _prune(args, settings)
     return manage_users(args, settings)
 
 

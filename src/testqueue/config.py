@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from testqueue.vocabulary import MAX_QUEUE_TIMEOUT_S, MAX_SLOTS, FairShare
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     work_dir: Path | None = None
     artifacts_dir: Path = Path("./artifacts")
     artifact_max_age_days: float = Field(default=30.0, ge=0)
+    # Where artifacts are kept: auto = the database on PostgreSQL, files on disk on SQLite.
+    artifact_store: str = Field(default="auto", pattern="^(auto|database|disk)$")
+    artifact_max_run_bytes: int = Field(default=50 * 1_048_576, ge=1, le=1 << 40)
     command_memory_limit_mb: int = Field(default=0, ge=0)
     chromium_path: str | None = None
     browser_recycle_after: int = Field(default=200, ge=1)
@@ -60,12 +63,41 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     log_level: str = "INFO"
+    # Schedules (docs/schedules.md): a tick found later than the grace was missed; the
+    # scheduler sleeps until the next tick or an edit, at most `schedule_check_interval`.
+    schedule_grace: float = Field(default=60.0, ge=0, le=24 * 3600)
+    schedule_check_interval: float = Field(default=300.0, gt=0, le=24 * 3600)
+    # Webhooks (docs/webhooks.md): private addresses only when allowed; each request's
+    # timeout; retries start at the base delay, double, and stop after `retry_for`.
+    webhook_allow_private: bool = False
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_base: float = Field(default=10.0, gt=0, le=3600)
+    webhook_retry_for: float = Field(default=24 * 3600.0, ge=0, le=30 * 24 * 3600)
+    # Retention: finished executions older than this many days are pruned (0 = keep
+    # forever), in batches of `prune_batch_size` ids per short transaction, every
+    # `retention_interval` seconds by one worker at a time.
+    retention_days: float = Field(default=90.0, ge=0, le=100 * 365)
+    prune_batch_size: int = Field(default=500, ge=1, le=10_000)
+    retention_interval: float = Field(default=3600.0, ge=1, le=7 * 24 * 3600)
+    # Metrics (docs/metrics.md): GET /metrics answers a bearer `metrics_token` or a
+    # client address in `metrics_allow` (CIDRs, comma-separated; loopback by default).
+    metrics_token: SecretStr | None = Field(default=None, min_length=16, max_length=256)
+    metrics_allow: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default=["127.0.0.0/8", "::1/128"], validate_default=True, max_length=100
+    )
 
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("DATABASE_URL must start with sqlite:// or postgresql+psycopg://")
+        return value
+
+    @field_validator("metrics_allow", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("worker_tags", mode="before")

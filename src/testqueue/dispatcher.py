@@ -16,16 +16,17 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from testqueue import artifacts, errors, queue
+from testqueue import artifacts, errors, queue, retention, scheduler
 from testqueue.config import Settings, host_key, worker_identity
 from testqueue.database import Database
 from testqueue.models import utcnow
-from testqueue.queue import dialect
+from testqueue.queue import artifact_store, dialect, outbox
 from testqueue.recorder import RunRecord
 from testqueue.runners import Registry
 from testqueue.runners.base import Runner, RunSpec
 from testqueue.runners.processes import sweep_orphans
 from testqueue.vocabulary import Outcome, Result
+from testqueue.webhooks import loop as webhooks_loop
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Run:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     abandoned: bool = False  # lease lost or released: its outcome is not ours to record
+    uploads: artifact_store.RunUploads | None = None  # with ARTIFACT_STORE=database
 
 
 class Dispatcher:
@@ -80,6 +82,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.scheduler = scheduler.Scheduler(settings, db)
 
     @property
     def is_running(self) -> bool:
@@ -108,6 +111,14 @@ class Dispatcher:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._cleanup_loop(), name="artifact-cleanup"),
             asyncio.create_task(self._expiry_loop(), name="queue-timeouts"),
+            asyncio.create_task(
+                webhooks_loop.deliver(self._settings, self._db, self._stopping), name="webhooks"
+            ),
+            asyncio.create_task(self.scheduler.run(self._stopping), name="schedules"),
+            asyncio.create_task(
+                retention.retention_loop(self._db, self._settings, self._stopping),
+                name="retention",
+            ),
             asyncio.create_task(
                 dialect.of(self._db).listen(self._db, self._on_notify, self._stopping),
                 name="listen",
@@ -168,6 +179,10 @@ class Dispatcher:
             self._db.wakeups.request_cancel(int(payload.removeprefix("cancel:")))
         elif payload == queue.DEADLINE_SIGNAL:
             self._db.wakeups.deadline_event.set()
+        elif payload.startswith(outbox.SIGNAL_PREFIX):
+            outbox.heard(self._db, payload)
+        elif payload == scheduler.SIGNAL:
+            self._db.wakeups.schedules_event.set()
         elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
             self._db.wakeups.wake()
 
@@ -223,7 +238,7 @@ class Dispatcher:
             previous.record.attempt = claimed.attempt
             return
         record = RunRecord(claimed.id, self._settings.log_max_bytes, claimed.attempt)
-        run = Run(claimed, record)
+        run = Run(claimed, record, uploads=self._uploads_for(record))
         self._runs[claimed.id] = run
         # An old copy still stopping here must be gone before the new one starts.
         after = previous.task if previous is not None else None
@@ -233,6 +248,8 @@ class Dispatcher:
         if after is not None:
             await asyncio.wait({after})
         outcome = await self._outcome_of(run)
+        if run.uploads is not None:  # stored before the outcome, outside its transaction
+            await run.uploads.wait()
         if run.abandoned:
             if self._runs.get(run.claimed.id) is run:
                 del self._runs[run.claimed.id]
@@ -255,8 +272,9 @@ class Dispatcher:
             spec = self._spec(run.claimed)
             runner: Runner = self._registry.get(spec.runner)
             deadline = asyncio.get_running_loop().time() + spec.timeout_s
+            report = run.uploads or run.record
             return await asyncio.wait_for(
-                runner.run(spec, deadline=deadline, cancel=run.cancel, report=run.record),
+                runner.run(spec, deadline=deadline, cancel=run.cancel, report=report),
                 timeout=spec.timeout_s + HARD_STOP_MARGIN_S,
             )
         except errors.TestqueueError as exc:
@@ -266,6 +284,13 @@ class Dispatcher:
         except Exception as exc:
             log.exception("runner crashed", extra={"execution_id": run.claimed.id})
             return Outcome(Result.ERROR, error_message=f"the runner crashed: {exc!r}")
+
+    def _uploads_for(self, record: RunRecord) -> artifact_store.RunUploads | None:
+        """Where a run's artifacts go when the database keeps them; None: the files stay."""
+        if artifact_store.location_for(self._settings) != artifact_store.DATABASE:
+            return None
+        limit = self._settings.artifact_max_run_bytes
+        return artifact_store.RunUploads(self._db, record, record.execution_id, limit)
 
     def _spec(self, claimed: queue.Claimed) -> RunSpec:
         case = claimed.case

@@ -19,13 +19,22 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from testqueue.vocabulary import PriorityWord, Role, RunnerKind, Status, TestType
+from testqueue.vocabulary import (
+    FAILED_RESULTS,
+    PriorityWord,
+    Role,
+    RunnerKind,
+    Status,
+    TestType,
+)
 
 
 def utcnow() -> datetime:
@@ -38,6 +47,10 @@ def as_utc(value: datetime) -> datetime:
 
 
 PENDING = "status = 'pending'"
+# The history filter `status=failed`, word for word: SQLite uses a partial index only for
+# a query that repeats its condition. `|| ''` keeps the planners off the result index,
+# whose three ranges would have to be merged and sorted.
+FAILED = f"(result || '') IN ({', '.join(sorted(repr(r.value) for r in FAILED_RESULTS))})"
 
 
 def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
@@ -175,6 +188,12 @@ class Execution(Base):
         Index("ix_executions_test_case", "test_case_id", "id"),
         Index("ix_executions_user", "user_id", "id"),
         Index("ix_executions_batch", "batch_id", "id"),
+        # History at a million rows (migration 0012): each filter walks its own index
+        # newest first, and retention finds the oldest finished runs without a scan.
+        Index("ix_executions_status", "status", "id"),
+        _partial("ix_executions_result", "result", "id", where="result IS NOT NULL"),
+        _partial("ix_executions_failed", "id", where=FAILED),
+        _partial("ix_executions_ended", "completed_at", "id", where="completed_at IS NOT NULL"),
     )
 
 
@@ -222,6 +241,23 @@ class Artifact(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "disk": the file at `path` on the host that ran it; "database": its `artifact_chunks`.
+    location: Mapped[str] = mapped_column(String(16), default="disk")
+    # False while its chunks are being written: nothing half-stored is ever served.
+    stored: Mapped[bool] = mapped_column(Boolean, default=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it was not kept
+
+
+class ArtifactChunk(Base):
+    """One piece of an artifact kept in the database, for hosts that share no disk."""
+
+    __tablename__ = "artifact_chunks"
+
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ExecutionAttempt(Base):
@@ -287,6 +323,17 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # What the executions pruned by retention counted (migration 0012), so the batch
+    # keeps its counts, times and verdict once they are gone; the live runs add to it.
+    pruned_passed: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_failed: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_errored: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_timed_out: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_expired: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_flaky: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_first_start: Mapped[datetime | None] = mapped_column(nullable=True)
+    pruned_last_end: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Worker(Base):
@@ -383,3 +430,185 @@ class AppSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class WebhookSubscription(Base):
+    """Where to send which events (migration 0010); a member's hears only their own runs."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[str] = mapped_column(String(500))  # comma-fenced, like tags
+    test_case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("test_cases.id", ondelete="CASCADE"), nullable=True
+    )
+    suite_id: Mapped[int | None] = mapped_column(
+        ForeignKey("suites.id", ondelete="CASCADE"), nullable=True
+    )
+    tag: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    payload_format: Mapped[str] = mapped_column(String(16), default="json")
+    own_runs_only: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+WEBHOOK_PENDING = "state = 'pending'"
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription, written in the transaction of the change it reports.
+
+    The lifecycle facts are copied as they were at that moment; `state` is
+    `pending` until it is `delivered` or, after its retries, `failed`.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    # What the event is about ("execution:12", "batch:3", "queue"): its events go out in order.
+    subject: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("executions.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    )
+    batch_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("batches.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    )
+    test_case_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    leased_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Retries go on until this long after `since` (created, or sent again by hand).
+    since: Mapped[datetime] = mapped_column()
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (
+        _partial("ix_webhook_deliveries_due", "next_attempt_at", "id", where=WEBHOOK_PENDING),
+        _partial(
+            "ix_webhook_deliveries_subject",
+            "subscription_id",
+            "subject",
+            "id",
+            where=WEBHOOK_PENDING,
+        ),
+        Index("ix_webhook_deliveries_subscription", "subscription_id", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: what the receiver answered, how long it took, or the error."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        index=True,
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column()
+    duration_ms: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_excerpt: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Schedule(Base):
+    """A batch to queue on a cron expression in a time zone, owned by who made it.
+
+    `next_fire_at` is the tick the schedulers wait for (NULL while paused);
+    moving it is how one of them claims a tick (migration 0009).
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    catch_up: Mapped[str] = mapped_column(String(8), default="none")
+    # What each tick queues: the fields of a batch request (`schemas.batches.BatchCreate`).
+    batch: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_fire_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScheduleFire(Base):
+    """One tick of a schedule, fired once across every host: the unique key is the proof.
+
+    Written in the transaction that queues its batch; `batch_id` is NULL when
+    the tick queued nothing, and `error` says why.
+    """
+
+    __tablename__ = "schedule_fires"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime] = mapped_column()
+    batch_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("batches.id", ondelete="SET NULL"),
+        nullable=True,
+    )
+    fired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    missed: Mapped[bool] = mapped_column(Boolean, default=False)  # fired late, by catch_up
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("schedule_id", "due_at", name="uq_schedule_fires_tick"),)
+
+
+class Tally(Base):
+    """One kept count: finished executions by status and result, ever finished, cancelled,
+    expired, flaky, retried, and the wait and run histograms' buckets.
+
+    Triggers on `executions` keep them in the transaction of every change
+    (migration 0011); `queue.counts` reads them.
+    """
+
+    __tablename__ = "tallies"
+
+    family: Mapped[str] = mapped_column(String(16), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32), primary_key=True)
+    detail: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    sum_s: Mapped[float] = mapped_column(Float)
+
+
+class TallyDelta(Base):
+    """A change to a tally not yet folded into `tallies`: PostgreSQL's triggers append
+    these, so writers on many hosts never wait on one shared row."""
+
+    __tablename__ = "tally_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    family: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(32))
+    n: Mapped[int] = mapped_column(BigInteger)
+    sum_s: Mapped[float] = mapped_column(Float)

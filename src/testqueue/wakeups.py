@@ -20,6 +20,12 @@ class Wakeups:
         self.cancel_requests: set[int] = set()
         # A run with a queue deadline was queued: the expiry loop looks again.
         self.deadline_event = asyncio.Event()
+        # A schedule was made, changed, paused or resumed: the scheduler reads the next tick.
+        self.schedules_event = asyncio.Event()
+        # Webhook deliveries were written: the delivery loop looks again.
+        self.delivery_event = asyncio.Event()
+        # The events some subscription wants, and when that was read (`queue.outbox`).
+        self.webhook_events: tuple[float, frozenset[str]] | None = None
 
     def wake(self) -> None:
         """Make the dispatcher run a pass now."""

@@ -91,7 +91,7 @@ ACTIONS: dict[str, list[str]] = {
 QUERIES: dict[str, list[str]] = {
     "/signin": ["next"],
     "/tests": ["q", "page", "tag"],
-    "/history": ["status", "result", "test_case", "user", "page"],
+    "/history": ["status", "result", "test_case", "user", "before", "after", "page"],
     "/admin": ["page"],
     "/events/executions/{execution}": ["chars", "cut"],
 }

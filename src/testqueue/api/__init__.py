@@ -16,10 +16,13 @@ from testqueue.api.routes import (
     auth,
     batches,
     executions,
+    metrics,
     queue_routes,
+    schedules,
     suites,
     tests,
     users,
+    webhooks,
 )
 from testqueue.schemas.common import problem_text
 from testqueue.services import test_cases
@@ -32,8 +35,21 @@ def mount(app: FastAPI) -> None:
     """Add the API's routes and its error answers to `app`."""
     _add_error_handlers(app)
     once = Depends(deps.query_once(PREFIX))
-    for module in (auth, users, tests, suites, batches, queue_routes, executions, audit):
+    for module in (
+        auth,
+        users,
+        tests,
+        suites,
+        batches,
+        schedules,
+        queue_routes,
+        executions,
+        audit,
+        webhooks,
+    ):
         app.include_router(module.router, prefix=PREFIX, dependencies=[once])
+    # Prometheus looks for /metrics at the root.
+    app.include_router(metrics.router)
     state: AppState = app.state.testqueue
     contract.install(app, sorted(test_cases.runner_kinds(state.registry)))
 

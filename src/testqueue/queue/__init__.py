@@ -20,7 +20,7 @@ positions are counted or replayed from it when read, never stored.
 
 from __future__ import annotations
 
-from testqueue.queue.batches import NewBatch, cancel_batch, enqueue_batch
+from testqueue.queue.batches import NewBatch, cancel_batch, enqueue_batch, write_batch
 from testqueue.queue.changes import cancel, cancel_pending_of, set_priority
 from testqueue.queue.claim import CaseCache, Claimed, Claimer, Finished, settle
 from testqueue.queue.enqueue import Queued, RunOptions, enqueue
@@ -72,4 +72,5 @@ __all__ = [
     "set_priority",
     "settle",
     "wants_retry",
+    "write_batch",
 ]

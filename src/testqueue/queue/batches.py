@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import insert, update
+from sqlalchemy import and_, insert, update
 
 from testqueue import audit, errors
-from testqueue.database import Database
+from testqueue.database import Conn, Database
 from testqueue.models import Batch, Execution, utcnow
-from testqueue.queue import backpressure, dialect, enqueue, moves
+from testqueue.queue import backpressure, dialect, enqueue, moves, outbox
 from testqueue.queue.enqueue import Queued, RunOptions
 from testqueue.vocabulary import CANCELLED_PENDING, Status
 
@@ -44,30 +44,47 @@ async def enqueue_batch(
     `priorities`, when given, sets each run's own priority (a rerun keeps
     each one's, a step higher).
     """
+    async with db.write() as conn:
+        batch_id, queued = await write_batch(
+            conn, db, batch, test_case_ids, user_id, options, priorities
+        )
+    db.wakeups.wake()
+    return batch_id, queued
+
+
+async def write_batch(
+    conn: Conn,
+    db: Database,
+    batch: NewBatch,
+    test_case_ids: Sequence[int],
+    user_id: int | None,
+    options: RunOptions,
+    priorities: Sequence[int] | None = None,
+) -> tuple[int, list[Queued]]:
+    """`enqueue_batch` inside a transaction the caller holds (a schedule writes its fire row
+    in the same one); the caller wakes the dispatcher after the commit."""
     if not test_case_ids:
         raise errors.NotFound("no test case matches what the batch names: nothing was queued")
-    async with db.write() as conn:
-        await backpressure.admit(conn, db.settings, user_id, len(test_case_ids))
-        batch_id = (
-            await conn.execute(
-                insert(Batch)
-                .values(
-                    name=batch.name,
-                    suite_id=batch.suite_id,
-                    rerun_of=batch.rerun_of,
-                    user_id=user_id,
-                    environment=options.environment,
-                    base_url=options.base_url,
-                    triggered_by=options.triggered_by,
-                    total=len(test_case_ids),
-                    created_at=utcnow(),
-                )
-                .returning(Batch.id)
+    await backpressure.admit(conn, db.settings, user_id, len(test_case_ids))
+    batch_id = (
+        await conn.execute(
+            insert(Batch)
+            .values(
+                name=batch.name,
+                suite_id=batch.suite_id,
+                rerun_of=batch.rerun_of,
+                user_id=user_id,
+                environment=options.environment,
+                base_url=options.base_url,
+                triggered_by=options.triggered_by,
+                total=len(test_case_ids),
+                created_at=utcnow(),
             )
-        ).scalar_one()
-        options = replace(options, batch_id=batch_id)
-        queued = await enqueue.queue_in(conn, test_case_ids, user_id, options, priorities, db=db)
-    db.wakeups.wake()
+            .returning(Batch.id)
+        )
+    ).scalar_one()
+    options = replace(options, batch_id=batch_id)
+    queued = await enqueue.queue_in(conn, test_case_ids, user_id, options, priorities, db=db)
     return int(batch_id), queued
 
 
@@ -91,6 +108,13 @@ async def cancel_batch(db: Database, batch_id: int, note: audit.Note | None = No
                 completed_at=now,
                 error_message=CANCELLED_PENDING,
             )
+        )
+        await outbox.record_runs(
+            conn,
+            db,
+            lambda: and_(E.batch_id == batch_id, E.completed_at == now),
+            [outbox.CANCELLED],
+            batches=True,
         )
         stopping = await conn.execute(
             moves.keep(Status.RUNNING, E.batch_id == batch_id, cancel_requested=True).returning(

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from testqueue import audit, errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, utcnow
-from testqueue.queue import dialect, moves
+from testqueue.queue import dialect, moves, outbox
 from testqueue.queue.positions import position_in
 from testqueue.vocabulary import CANCELLED_PENDING, Status
 
@@ -57,6 +57,9 @@ async def cancel(
                 Status.CANCELLED,
                 completed_at=utcnow(),
                 error_message=CANCELLED_PENDING,
+            )
+            await outbox.record_runs(
+                conn, db, lambda: E.id == execution_id, [outbox.CANCELLED], batches=True
             )
             outcome = Status.CANCELLED
         elif row.status == Status.RUNNING:

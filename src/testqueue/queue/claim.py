@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, TestCase, utcnow
-from testqueue.queue import dialect, moves, retries, take
+from testqueue.queue import dialect, moves, outbox, retries, take
 from testqueue.queue.order import (
     PENDING,
     RUNNING,
@@ -171,8 +171,16 @@ async def settle(
             )
             ending = [f for f in finished if f.id not in tried_again]
             if ending:
-                await _record_finished(conn, claimer.worker_id, ending)
+                ended_at = utcnow()
+                await _record_finished(conn, claimer.worker_id, ending, ended_at)
+                await outbox.record_runs(
+                    conn, db, lambda: _ended(ending, ended_at), outbox.ENDED, batches=True
+                )
         claimed = await _claim(db, conn, claimer, want, cases or CaseCache(0)) if want > 0 else []
+        if claimed:
+            await outbox.record_runs(
+                conn, db, lambda: E.id.in_([c.id for c in claimed]), [outbox.STARTED]
+            )
         if finished:
             await dialect.signal(db, conn, f"freed:{claimer.worker_id}")
     return claimed
@@ -212,8 +220,14 @@ _FINISH = moves.move_either(
 )
 
 
-async def _record_finished(conn: Conn, worker_id: str, finished: Sequence[Finished]) -> None:
-    now = utcnow()
+def _ended(finished: Sequence[Finished], now: datetime) -> ColumnElement[bool]:
+    """The runs this pass ended (not those another worker had ended before)."""
+    return and_(E.id.in_([f.id for f in finished]), E.completed_at == now)
+
+
+async def _record_finished(
+    conn: Conn, worker_id: str, finished: Sequence[Finished], now: datetime
+) -> None:
     await conn.execute(
         _FINISH,
         [

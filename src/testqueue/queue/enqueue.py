@@ -26,7 +26,7 @@ from sqlalchemy import (
 from testqueue import errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, TestCase, utcnow
-from testqueue.queue import backpressure, dialect, expiry, moves, new_run, positions
+from testqueue.queue import backpressure, dialect, expiry, moves, new_run, outbox, positions
 from testqueue.queue.order import PENDING
 from testqueue.queue.policy import Policies
 from testqueue.queue.positions import position_in
@@ -107,6 +107,7 @@ async def queue_in(
     # Other hosts hear of it from the database: on PostgreSQL every INSERT
     # into executions sends the NOTIFY (migration 0003).
     await _set_deadlines(conn, db, inserted, now)
+    await outbox.record_runs(conn, db, lambda: E.id.in_([r.id for r in inserted]), [outbox.QUEUED])
     positions = await _positions_of_new(conn, db, inserted, now)
     return [
         Queued(r.id, r.test_case_id, r.priority, position)
@@ -190,13 +191,17 @@ async def _enqueue_one(
         "priority": options.priority,
     }
     limited = backpressure.limited(db.settings)
-    async with db.write() if limited else db.write_one() as conn:
+    # A webhook's delivery is written in the run's own transaction.
+    together = limited or await outbox.wants(db, [outbox.QUEUED])
+    async with db.write() if together else db.write_one() as conn:
         if limited:
             await backpressure.admit(conn, db.settings, user_id, 1)
         row = (await conn.execute(new_run.INSERT_ONE[conn.dialect.name], params)).one_or_none()
         if row is None:
             return await _twin_or_missing(conn, db, test_case_id, params)
         await _set_deadlines(conn, db, [row], now)
+        if together:
+            await outbox.record_runs(conn, db, lambda: E.id == row.id, [outbox.QUEUED])
         position = await position_in(conn, db, row.id, row.priority, now)
     db.wakeups.wake()
     return Queued(row.id, row.test_case_id, row.priority, position)

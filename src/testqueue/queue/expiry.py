@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import and_, bindparam, func, select
 
 from testqueue.database import Database
 from testqueue.models import Execution, as_utc, utcnow
-from testqueue.queue import moves
+from testqueue.queue import moves, outbox
 from testqueue.queue.order import PENDING
 from testqueue.vocabulary import Status, expired_message
 
@@ -62,5 +62,12 @@ async def expire_due(db: Database) -> int:
                 }
                 for row in due
             ],
+        )
+        await outbox.record_runs(
+            conn,
+            db,
+            lambda: and_(E.id.in_([row.id for row in due]), E.completed_at == now),
+            [outbox.EXPIRED],
+            batches=True,
         )
     return len(due)

@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select, update
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, Worker, utcnow
-from testqueue.queue import dialect, moves, retries
+from testqueue.queue import dialect, moves, outbox, retries
 from testqueue.queue.claim import Claimer
 from testqueue.queue.progress import save_progress
 from testqueue.vocabulary import (
@@ -100,6 +100,8 @@ async def heartbeat(
             [p if p.execution_id in held else replace(p, log=None, steps=None) for p in progress],
         )
         recovered = await _recover_expired(conn, now, max_attempts)
+        if recovered:
+            await outbox.record_recovered(conn, db, now)
         await conn.execute(delete(Worker).where(Worker.last_seen_at < now - STALE_WORKER_AGE))
         if recovered:
             await dialect.signal(db, conn)
@@ -217,6 +219,8 @@ async def expire_workers(db: Database, worker_ids: Sequence[str], max_attempts: 
             )
         )
         recovered = await _recover_expired(conn, now, max_attempts)
+        if recovered:
+            await outbox.record_recovered(conn, db, now)
         await conn.execute(delete(Worker).where(Worker.id.in_(worker_ids)))
         if recovered:
             await dialect.signal(db, conn)

@@ -3,49 +3,69 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, select, update
 
 from testqueue import audit
 from testqueue.database import Database
-from testqueue.models import QueueState, utcnow
-from testqueue.queue import dialect, moves
+from testqueue.models import Execution, QueueState, utcnow
+from testqueue.queue import dialect, moves, outbox
 from testqueue.vocabulary import CANCELLED_BY_CLEAR, Status
 
 
 async def clear(db: Database, note: audit.Note | None = None) -> int:
     """Cancel every pending execution in one statement; running ones go on (invariant 8)."""
+    now = utcnow()
     async with db.write() as conn:
         result = await conn.execute(
             moves.move(
                 Status.PENDING,
                 Status.CANCELLED,
-                completed_at=utcnow(),
+                completed_at=now,
                 error_message=CANCELLED_BY_CLEAR,
             )
         )
         removed = int(result.rowcount)
+        if removed:
+            await outbox.record_runs(
+                conn, db, lambda: _cleared(now), [outbox.CANCELLED], batches=True
+            )
         if note is not None:
             await audit.write(conn, replace(note, detail={**note.detail, "removed": removed}))
         await dialect.signal(db, conn)
     return removed
 
 
-async def _change_state(db: Database, note: audit.Note | None = None, **values: Any) -> None:
+def _cleared(now: datetime) -> ColumnElement[bool]:
+    """The runs one clear cancelled."""
+    E = Execution
+    return and_(
+        moves.in_status(Status.CANCELLED),
+        E.completed_at == now,
+        E.error_message == CANCELLED_BY_CLEAR,
+    )
+
+
+async def _change_state(
+    db: Database, note: audit.Note | None = None, event: str | None = None, **values: Any
+) -> None:
     """Change the queue's switches for every worker, and wake them to look again."""
     async with db.write() as conn:
         await conn.execute(
             update(QueueState).where(QueueState.id == 1).values(**values, updated_at=utcnow())
         )
         await audit.write(conn, note)
+        if event is not None:
+            await outbox.record_queue(conn, db, event)
         await dialect.signal(db, conn)
     db.wakeups.wake()
 
 
 async def set_paused(db: Database, paused: bool, note: audit.Note | None = None) -> None:
     """Pause (nothing new starts) or resume the queue for every worker."""
-    await _change_state(db, note, paused=paused)
+    await _change_state(db, note, outbox.PAUSED if paused else outbox.RESUMED, paused=paused)
 
 
 async def declare_slots(db: Database, slots: int) -> int | None:

@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 from testqueue.schemas.common import (
     MAX_BULK_RUNS,
     NoNul,
+    RetryCount,
     ShortText,
     Strict,
     SuiteRef,
@@ -117,9 +118,7 @@ class BatchCreate(RunFields):
     tag_mode: TagMode = TagMode.ANY
     test_case_ids: list[TestCaseRef] = Field(default_factory=list, max_length=MAX_BULK_RUNS)
     name: ShortText | None = Field(default=None, description="a label; the default says what ran")
-    retries: int | None = Field(
-        default=None, ge=0, le=5, strict=True, description="instead of each test case's own"
-    )
+    retries: RetryCount | None = Field(default=None, description="instead of each test case's own")
     retry_on: list[Literal["fail", "error", "timeout"]] | None = Field(default=None, max_length=3)
 
     @model_validator(mode="after")

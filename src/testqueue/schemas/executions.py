@@ -126,6 +126,12 @@ class ArtifactPublic(Timestamped):
     size_bytes: int
     created_at: datetime
     url: str
+    stored: bool = Field(
+        default=True, description="false while its bytes are still being stored, or if not kept"
+    )
+    error: str | None = Field(
+        default=None, description="why it was not kept (ARTIFACT_MAX_RUN_BYTES, say)"
+    )
 
 
 class ExecutionPublic(Timestamped):
@@ -201,9 +207,16 @@ class AttemptPublic(Timestamped):
 
 class ExecutionPage(BaseModel):
     items: list[ExecutionPublic]
-    total: int
+    total: int = Field(
+        description="the matches, counted up to 10,000; past that 10,000 and `total_exact` false"
+    )
+    total_exact: bool = True
     limit: int
     offset: int
+    has_more: bool = Field(default=False, description="older matches follow this page")
+    next_before_id: int | None = Field(
+        default=None, description="pass as `before_id` for the next (older) page"
+    )
 
 
 class Cancelled(BaseModel):

@@ -3,7 +3,8 @@
 Status, counts and verdict are read off the batch's executions when asked,
 one grouped statement for any number of batches, so they can never drift
 from what the runs did. A batch's executions are ordinary executions for
-every other route.
+every other route. Runs removed by retention leave their counts and times
+on the batch row (`pruned_*`), which the summary adds to the live ones.
 """
 
 from __future__ import annotations
@@ -62,11 +63,33 @@ _COUNTS = (
 
 async def create_batch(db: Database, body: BatchCreate, actor: Actor) -> BatchQueued:
     """Queue what the request names, in a stable order, as one batch in one transaction."""
-    suite = await suites.read_suite(db, body.suite_id) if body.suite_id is not None else None
+    async with db.read() as conn:
+        batch, ids, options = await _planned(conn, body)
+    batch_id, queued = await queue.enqueue_batch(db, batch, ids, actor.id, options)
+    return BatchQueued(
+        batch=await read_batch(db, batch_id),
+        executions=runs.described(queued),
+        message=f"batch {batch_id}: {len(queued)} executions queued",
+    )
+
+
+async def write_batch_in(conn: Conn, db: Database, body: BatchCreate, user_id: int) -> int:
+    """`create_batch` inside a transaction the caller holds, for `user_id`: a schedule's
+    tick writes its fire row in the same one. The caller wakes the dispatcher after it."""
+    batch, ids, options = await _planned(conn, body)
+    batch_id, _ = await queue.write_batch(conn, db, batch, ids, user_id, options)
+    return batch_id
+
+
+async def _planned(
+    conn: Conn, body: BatchCreate
+) -> tuple[queue.NewBatch, list[int], queue.RunOptions]:
+    """The batch row, the test cases in their order and the run options a request names."""
+    suite = await suites.read_suite_in(conn, body.suite_id) if body.suite_id is not None else None
     ids = [*(suite.test_case_ids if suite else []), *body.test_case_ids]
     tags = [*(suite.tags if suite else []), *body.tags]
     mode = suite.tag_mode if suite and not body.tags else body.tag_mode
-    chosen = await suites.selection(db, ids, tags, mode)
+    chosen = await suites.selection_in(conn, ids, tags, mode)
     name = body.name or _name(suite.name if suite else None, body.tags, mode, len(chosen))
     options = replace(
         runs.options_of(body),
@@ -74,14 +97,16 @@ async def create_batch(db: Database, body: BatchCreate, actor: Actor) -> BatchQu
         retry_on=encode_tags(body.retry_on) if body.retry_on is not None else None,
     )
     batch = queue.NewBatch(name=name, suite_id=suite.id if suite else None)
-    batch_id, queued = await queue.enqueue_batch(
-        db, batch, [i for i, _ in chosen], actor.id, options
-    )
-    return BatchQueued(
-        batch=await read_batch(db, batch_id),
-        executions=runs.described(queued),
-        message=f"batch {batch_id}: {len(queued)} executions queued",
-    )
+    return batch, [i for i, _ in chosen], options
+
+
+async def summaries_of(conn: Conn, batch_ids: Iterable[int]) -> dict[int, BatchPublic]:
+    """Each of these batches (those that still exist) with its status, counts and verdict."""
+    wanted = sorted(set(batch_ids))
+    if not wanted:
+        return {}
+    rows = (await conn.execute(select(B.__table__).where(B.id.in_(wanted)))).mappings().all()
+    return {summary.id: summary for summary in await _summaries(conn, rows)}
 
 
 def _name(suite: str | None, tags: Sequence[str], mode: TagMode, count: int) -> str:
@@ -296,6 +321,7 @@ def summarize(row: Any, groups: Iterable[Any]) -> BatchPublic:
             starts.append(as_utc(g.first_start))
         if g.last_end is not None:
             ends.append(as_utc(g.last_end))
+    _add_pruned(row, counts, results, starts, ends)
     total = counts.pending + counts.running + sum(results.values()) + counts.cancelled
     ended = counts.pending == 0 and counts.running == 0 and total > 0
     queued_at = as_utc(row["created_at"])
@@ -327,6 +353,29 @@ _RESULT_FIELDS = {
     Result.ERROR: "errored",
     Result.TIMEOUT: "timed_out",
 }
+
+
+def _add_pruned(
+    row: Any,
+    counts: BatchCounts,
+    results: dict[str, int],
+    starts: list[datetime],
+    ends: list[datetime],
+) -> None:
+    """What the runs removed by retention counted (kept on the row, `queue.prune`),
+    so a batch's counts, times and verdict outlive its executions."""
+    for result, field in _RESULT_FIELDS.items():
+        gone = row[f"pruned_{field}"]
+        if gone:
+            setattr(counts, field, getattr(counts, field) + gone)
+            results[result.value] = results.get(result.value, 0) + gone
+    counts.cancelled += row["pruned_cancelled"]
+    counts.expired += row["pruned_expired"]
+    counts.flaky += row["pruned_flaky"]
+    if row["pruned_first_start"] is not None:
+        starts.append(as_utc(row["pruned_first_start"]))
+    if row["pruned_last_end"] is not None:
+        ends.append(as_utc(row["pruned_last_end"]))
 
 
 def _count(counts: BatchCounts, results: dict[str, int], group: Any) -> None:

@@ -7,12 +7,23 @@ the API and the dashboard show exactly these.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, bindparam, case, delete, func, select
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+)
 
-from testqueue import artifacts, errors
+from testqueue import artifacts, errors, models
 from testqueue.config import Settings
 from testqueue.database import Conn, Database
 from testqueue.models import (
@@ -24,11 +35,12 @@ from testqueue.models import (
     TestCase,
     as_utc,
 )
+from testqueue.queue import artifact_store
 from testqueue.queue import status as queue_status
 from testqueue.schemas import ArtifactPublic, ExecutionPage, ExecutionPublic, StepPublic
 from testqueue.schemas.executions import AttemptPublic
 from testqueue.services.accounts import Actor
-from testqueue.vocabulary import FAILED_RESULTS, HistoryStatus, Result, Status
+from testqueue.vocabulary import FINAL_STATUSES, HistoryStatus, Result, Status
 
 E = Execution
 
@@ -38,11 +50,17 @@ def history_filters(
     result: Result | None,
     test_case_id: int | None,
     user_id: int | None,
+    batch_id: int | None = None,
 ) -> list[ColumnElement[bool]]:
-    """The WHERE clauses of an execution history query; None means any."""
+    """The WHERE clauses of an execution history query; None means any.
+
+    Each filter alone has an index that lists its executions newest first
+    (`(filter, id)`, migration 0012), so a page reads only the rows it shows.
+    """
     where: list[ColumnElement[bool]] = []
     if status == HistoryStatus.FAILED:
-        where += [E.status == Status.COMPLETED, E.result.in_([r.value for r in FAILED_RESULTS])]
+        # Only a completed run has a result; the text is the partial index's own.
+        where.append(_FAILED)
     elif status is not None:
         where.append(E.status == status.value)
     if result is not None:
@@ -51,7 +69,15 @@ def history_filters(
         where.append(E.test_case_id == test_case_id)
     if user_id is not None:
         where.append(E.user_id == user_id)
+    if batch_id is not None:
+        where.append(E.batch_id == batch_id)
     return where
+
+
+# Untyped: typed Boolean, SQLite would be sent `(...) = 1`, which no index matches.
+_FAILED: ColumnElement[bool] = literal_column(
+    models.FAILED.replace("result", "executions.result", 1)
+)
 
 
 def _selection() -> Any:
@@ -138,14 +164,63 @@ def public(row: Any) -> ExecutionPublic:
     return ExecutionPublic.model_validate(data)
 
 
+# Matches counted at most: past this many, a page says "more than" instead of a number,
+# as counting a million rows costs what reading them does.
+COUNT_WINDOW = 10_000
+
+
 async def list_executions(
-    db: Database, where: list[ColumnElement[bool]], limit: int, offset: int
+    db: Database,
+    where: list[ColumnElement[bool]],
+    limit: int,
+    offset: int = 0,
+    *,
+    before_id: int | None = None,
 ) -> ExecutionPage:
-    """History, newest first, with the exact number of matches."""
+    """History, newest first: one page, whether older ones follow, and the matches counted.
+
+    `before_id` (executions older than it) pages by cursor: each page reads
+    its own rows from the filter's index, at any depth. `offset` still works,
+    but skips rows one by one, so deep offsets are slow. `total` counts the
+    filters' matches exactly up to `COUNT_WINDOW`; past that it is the window
+    and `total_exact` is false.
+    """
+    paged = where if before_id is None else [*where, E.id < before_id]
     async with db.read() as conn:
-        total = (await conn.execute(select(func.count()).select_from(E).where(*where))).scalar_one()
-        items = await execution_rows(conn, where, limit, offset)
-    return ExecutionPage(items=items, total=total, limit=limit, offset=offset)
+        items = await execution_rows(conn, paged, limit + 1, offset)
+        more = len(items) > limit
+        items = items[:limit]
+        if offset == 0 and before_id is None and not more:
+            total = len(items)  # every match is on this page
+        else:
+            total = (await conn.execute(_bounded_count(where))).scalar_one()
+    return ExecutionPage(
+        items=items,
+        total=min(total, COUNT_WINDOW),
+        total_exact=total <= COUNT_WINDOW,
+        limit=limit,
+        offset=offset,
+        has_more=more,
+        next_before_id=items[-1].id if more else None,
+    )
+
+
+async def newer_executions(
+    db: Database, where: list[ColumnElement[bool]], limit: int, after_id: int
+) -> tuple[list[ExecutionPublic], bool]:
+    """The page of matches just newer than `after_id`, newest first, and whether still
+    newer ones follow: a pager's way back up, as fast as its way down."""
+    async with db.read() as conn:
+        rows = await execution_rows(
+            conn, [*where, E.id > after_id], limit + 1, 0, oldest_first=True
+        )
+    return rows[:limit][::-1], len(rows) > limit
+
+
+def _bounded_count(where: list[ColumnElement[bool]]) -> Any:
+    """How many match, counting no further than one past the window."""
+    matches = select(E.id).where(*where).limit(COUNT_WINDOW + 1).subquery()
+    return select(func.count()).select_from(matches)
 
 
 async def execution_detail(db: Database, settings: Settings, execution_id: int) -> ExecutionPublic:
@@ -241,28 +316,80 @@ async def delete_execution(
     await asyncio.to_thread(artifacts.remove_execution_artifacts, settings, execution_id)
 
 
+@dataclass(frozen=True)
+class ArtifactDownload:
+    """An artifact ready to send: a file on this host, or its chunks in the database."""
+
+    name: str
+    content_type: str
+    size_bytes: int
+    source: Path | AsyncIterator[bytes]  # the file, or its chunks read one by one
+
+    def headers(self, disposition: str) -> dict[str, str]:
+        """Content-Disposition (`inline` or `attachment`) and Content-Length, as a file has."""
+        quoted = quote(self.name)
+        named = f'filename="{self.name}"' if quoted == self.name else f"filename*=utf-8''{quoted}"
+        return {
+            "content-disposition": f"{disposition}; {named}",
+            "content-length": str(self.size_bytes),
+        }
+
+
 async def artifact_file(
     db: Database, settings: Settings, execution_id: int, artifact_id: int
-) -> tuple[Path, Any]:
-    """An artifact's file and row; NotFound when there is none, when its path lies
-    outside ARTIFACTS_DIR, or when the age-based clean-up removed the file."""
+) -> ArtifactDownload:
+    """An artifact to send. NotFound when there is none, when it was not kept (the
+    message says why), while it is being stored, when its path lies outside
+    ARTIFACTS_DIR, or when the age-based clean-up removed the file."""
     async with db.read() as conn:
         row = (
             await conn.execute(
                 _ARTIFACT, {"execution_id": execution_id, "artifact_id": artifact_id}
             )
         ).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"execution {execution_id} has no artifact {artifact_id}")
+    if row.error is not None:
+        raise errors.NotFound(f"artifact {artifact_id} was not kept: {row.error}")
+    if row.location == artifact_store.DATABASE:
+        return _stored_chunks(db, artifact_id, row)
     root = Path(settings.artifacts_dir).resolve()
-    path = Path(row.path).resolve() if row else None
-    if row is None or path is None or not path.is_relative_to(root):
+    path = Path(row.path).resolve()
+    if not path.is_relative_to(root):
         raise errors.NotFound(f"execution {execution_id} has no artifact {artifact_id}")
     if not path.is_file():
         raise errors.NotFound(f"artifact {artifact_id} was removed by the age-based clean-up")
-    return path, row
+    return ArtifactDownload(row.name, row.content_type, row.size_bytes, path)
 
 
-_ARTIFACT = select(Artifact.path, Artifact.name, Artifact.content_type).where(
-    Artifact.id == bindparam("artifact_id"), Artifact.execution_id == bindparam("execution_id")
+def _stored_chunks(db: Database, artifact_id: int, row: Any) -> ArtifactDownload:
+    """A database-kept artifact, once every chunk of it is there."""
+    if not row.stored:
+        if row.status in FINAL_STATUSES:
+            raise errors.NotFound(f"artifact {artifact_id} was not kept: storing it did not finish")
+        raise errors.NotFound(
+            f"artifact {artifact_id} is still being stored; read it again in a moment"
+        )
+    chunks = artifact_store.read_chunks(db, artifact_id, row.size_bytes)
+    return ArtifactDownload(row.name, row.content_type, row.size_bytes, chunks)
+
+
+_ARTIFACT = (
+    select(
+        Artifact.path,
+        Artifact.name,
+        Artifact.content_type,
+        Artifact.size_bytes,
+        Artifact.location,
+        Artifact.stored,
+        Artifact.error,
+        E.status,
+    )
+    .join(E, E.id == Artifact.execution_id)
+    .where(
+        Artifact.id == bindparam("artifact_id"),
+        Artifact.execution_id == bindparam("execution_id"),
+    )
 )
 
 
@@ -272,11 +399,13 @@ async def _steps(conn: Conn, execution_id: int, attempt: int) -> list[StepPublic
 
 
 async def _artifacts(conn: Conn, execution_id: int, attempt: int) -> list[ArtifactPublic]:
+    """An attempt's artifacts, those not kept (with why) and those still being stored too."""
     rows = await conn.execute(_ARTIFACTS, {"execution_id": execution_id, "attempt": attempt})
     return [
         ArtifactPublic.model_validate(
             {
                 **dict(row),
+                "stored": row["stored"] and row["error"] is None,
                 "url": f"/api/v1/executions/{execution_id}/artifacts/{row['id']}",
             }
         )

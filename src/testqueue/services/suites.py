@@ -39,7 +39,12 @@ async def list_suites(db: Database, limit: int, offset: int) -> SuitePage:
 
 async def read_suite(db: Database, suite_id: int) -> SuitePublic:
     async with db.read() as conn:
-        return _public(await _load(conn, suite_id))
+        return await read_suite_in(conn, suite_id)
+
+
+async def read_suite_in(conn: Conn, suite_id: int) -> SuitePublic:
+    """A suite, read in a transaction the caller holds."""
+    return _public(await _load(conn, suite_id))
 
 
 async def find_suite(db: Database, name: str) -> SuitePublic:

@@ -11,6 +11,7 @@ accounts through an HttpOnly cookie (see `session`).
     account_page your password, tokens, sessions
     admin_page   accounts and the audit trail (admins)
     cases_page   test cases                     case_form          their form
+    schedules_page  schedules: list, form, pause, resume, delete
     history_page history and trends             trends, charts     its charts
     execution_page  one execution, its log live
     events       the SSE plumbing and the queue stream
@@ -30,8 +31,10 @@ from testqueue.web import (
     execution_page,
     history_page,
     queue_page,
+    schedules_page,
     signin,
     suites_page,
+    webhooks_page,
 )
 from testqueue.web.render import STATIC_DIR
 
@@ -49,7 +52,9 @@ def mount(app: FastAPI) -> None:
         account_page,
         admin_page,
         suites_page,
+        schedules_page,
         batch_page,
+        webhooks_page,
         events,
     ):
         dashboard.include_router(module.router)

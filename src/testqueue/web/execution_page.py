@@ -9,6 +9,7 @@ says nothing will change any more.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -128,10 +129,16 @@ async def read_artifact(
 ) -> Response:
     """A screenshot or trace, for anyone signed in (as in the API), shown inline when an image."""
     state = get_state(request)
-    path, row = await executions.artifact_file(state.db, state.settings, execution_id, artifact_id)
-    inline = "inline" if row.content_type.startswith("image/") else "attachment"
+    found = await executions.artifact_file(state.db, state.settings, execution_id, artifact_id)
+    inline = "inline" if found.content_type.startswith("image/") else "attachment"
+    if not isinstance(found.source, Path):
+        headers = found.headers(inline)
+        return StreamingResponse(found.source, media_type=found.content_type, headers=headers)
     return FileResponse(
-        path, media_type=row.content_type, filename=row.name, content_disposition_type=inline
+        found.source,
+        media_type=found.content_type,
+        filename=found.name,
+        content_disposition_type=inline,
     )
 
 
@@ -142,8 +149,11 @@ async def _mark(state: AppState, execution_id: int) -> tuple[Any, ...]:
     # Steps are replaced as a whole when saved, so their highest id moves on every save.
     step_count = select(func.count()).where(of_steps).scalar_subquery()
     step_last = select(func.max(ExecutionStep.id)).where(of_steps).scalar_subquery()
+    # A row counts when it appears, and again once stored or refused (kept in the database,
+    # its bytes arrive after the row), so the page shows the image when it can be read.
+    settled = func.count(case((Artifact.stored, 1))) + func.count(Artifact.error)
     artifacts = (
-        select(func.count())
+        select(func.count() + settled)
         .where(Artifact.execution_id == execution_id, Artifact.attempt == attempt)
         .scalar_subquery()
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from testqueue.api.contract import errors
 from testqueue.api.deps import CurrentActor, State
@@ -23,7 +24,12 @@ from testqueue.schemas import (
 )
 from testqueue.schemas.executions import AttemptPublic
 from testqueue.services import executions, reports, runs
-from testqueue.vocabulary import MAX_INT_ID, HistoryStatus, Result
+from testqueue.vocabulary import (
+    MAX_EXECUTION_ID,
+    MAX_INT_ID,
+    HistoryStatus,
+    Result,
+)
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -76,12 +82,27 @@ async def list_executions(
     result: Result | None = None,
     test_case_id: Annotated[int | None, Query(ge=1, le=MAX_INT_ID)] = None,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_INT_ID)] = None,
+    batch_id: Annotated[int | None, Query(ge=1, le=MAX_EXECUTION_ID)] = None,
+    before_id: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_EXECUTION_ID,
+            description="only executions older than this id: the previous page's "
+            "`next_before_id`; as fast at any depth as the first page",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     offset: Offset = 0,
 ) -> ExecutionPage:
-    """History, newest first, filtered by status, result, test case or user."""
-    where = executions.history_filters(status_, result, test_case_id, user_id)
-    return await executions.list_executions(state.db, where, limit, offset)
+    """History, newest first, filtered by status, result, test case, user or batch.
+
+    Page by `before_id` (the previous page's `next_before_id`): each page costs
+    the same however deep; `offset` still works, but a deep offset is slow, as
+    the database skips the rows one by one. `total` is exact up to 10,000 matches.
+    """
+    where = executions.history_filters(status_, result, test_case_id, user_id, batch_id)
+    return await executions.list_executions(state.db, where, limit, offset, before_id=before_id)
 
 
 @router.get("/{execution_id}", responses=errors(404))
@@ -158,7 +179,11 @@ async def delete_execution(
 @router.get("/{execution_id}/artifacts/{artifact_id}", responses=errors(404))
 async def read_artifact(
     state: State, execution_id: ExecutionId, artifact_id: ArtifactId, _actor: CurrentActor
-) -> FileResponse:
-    """Download a screenshot or trace of an execution."""
-    path, row = await executions.artifact_file(state.db, state.settings, execution_id, artifact_id)
-    return FileResponse(path, media_type=row.content_type, filename=row.name)
+) -> Response:
+    """Download a screenshot or trace of an execution. 404 says why when it was not kept
+    (ARTIFACT_MAX_RUN_BYTES) or while it is still being stored."""
+    found = await executions.artifact_file(state.db, state.settings, execution_id, artifact_id)
+    if isinstance(found.source, Path):
+        return FileResponse(found.source, media_type=found.content_type, filename=found.name)
+    headers = found.headers("attachment")
+    return StreamingResponse(found.source, media_type=found.content_type, headers=headers)

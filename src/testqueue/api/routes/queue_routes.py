@@ -48,7 +48,12 @@ async def active_executions(state: State, _actor: CurrentActor) -> ActiveExecuti
 
 @router.get("/statistics")
 async def queue_statistics(state: State, _actor: CurrentActor) -> QueueStatistics:
-    """The dispatcher's switches and the counts of every status and result."""
+    """The dispatcher's switches and the counts of every status and result.
+
+    Exact and over every execution in the database (no time window): finished ones are
+    counted as they finish, in the same transaction, and kept in the database; waiting
+    and running ones are counted from their indexes. Deleted history leaves the counts.
+    """
     return await overview.statistics(state.db, state.settings)
 
 
