@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 from testqueue.schemas.common import (
     MAX_BULK_RUNS,
     NoNul,
+    Priority,
     RetryCount,
     ShortText,
     Strict,
@@ -132,7 +133,7 @@ class RerunRequest(Strict):
     only: Literal["failed", "all"] = Field(
         default="failed", description="`failed`: those that failed, errored or timed out"
     )
-    priority: Annotated[int, Field(ge=1, le=10, strict=True)] | None = Field(
+    priority: Priority | None = Field(
         default=None, description="default: one step higher than each run had"
     )
 
