@@ -26,6 +26,7 @@ from testqueue.runners import Registry
 from testqueue.runners.base import Runner, RunSpec
 from testqueue.runners.processes import sweep_orphans
 from testqueue.vocabulary import Outcome, Result
+from testqueue.wakeups import first_of
 from testqueue.webhooks import loop as webhooks_loop
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ class Dispatcher:
             outbox.heard(self._db, payload)
         elif payload == scheduler.SIGNAL:
             self._db.wakeups.schedules_event.set()
+        elif payload == dialect.RECONNECTED:
+            self._db.wakeups.wake_all()
         elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
             self._db.wakeups.wake()
 
@@ -330,8 +333,7 @@ class Dispatcher:
                     "queue timeouts could not be looked at", extra={"error": str(exc)[:300]}
                 )
             if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first(wakeups.deadline_event, self._stopping), wait_s)
+                await first_of(wakeups.deadline_event, self._stopping, timeout=wait_s)
 
     async def _cleanup_loop(self) -> None:
         """Remove artifacts older than ARTIFACT_MAX_AGE_DAYS, at start and then hourly."""
@@ -392,16 +394,6 @@ class Dispatcher:
                 run.cancel.set()
             elif execution_id in beat.cancel:
                 run.cancel.set()
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Until any of `events` is set."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
 
 
 def _done(task: asyncio.Task[None] | None) -> bool:

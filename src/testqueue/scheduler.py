@@ -12,13 +12,13 @@ sleep only as a safety net.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from testqueue.config import Settings
 from testqueue.database import Database
 from testqueue.models import utcnow
 from testqueue.services import schedule_fires, schedules
+from testqueue.wakeups import first_of
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ class Scheduler:
                 wait_s = ERROR_BACKOFF_S
             self.passes += 1
             if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first(wakeup, stopping), wait_s)
+                await first_of(wakeup, stopping, timeout=wait_s)
 
     async def _pass(self) -> float:
         """Fire the due ticks; the seconds until the next one (bounded by the safety net)."""
@@ -63,13 +62,3 @@ class Scheduler:
         if upcoming is None:
             return interval
         return min(interval, max(0.0, (upcoming - utcnow()).total_seconds()))
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Until any of `events` is set."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()

@@ -31,6 +31,12 @@ class Wakeups:
         """Make the dispatcher run a pass now."""
         self.event.set()
 
+    def wake_all(self) -> None:
+        """Every loop looks again: after a lost notification channel, anything may have changed."""
+        self.webhook_events = None
+        for event in (self.event, self.deadline_event, self.schedules_event, self.delivery_event):
+            event.set()
+
     def request_cancel(self, execution_id: int) -> None:
         """Ask the dispatcher to stop a run it may hold, at its next pass."""
         self.cancel_requests.add(execution_id)
@@ -40,3 +46,13 @@ class Wakeups:
         """The runs asked to stop since the last call."""
         taken, self.cancel_requests = self.cancel_requests, set()
         return taken
+
+
+async def first_of(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Until any of `events` is set, or `timeout` seconds have passed."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -77,6 +77,9 @@ class Dialect(Protocol):
         ...
 
 
+# The listener's own word: its channel was (re)opened, so every loop looks again.
+RECONNECTED = postgres.RECONNECTED
+
 SQLITE: Dialect = sqlite.SqliteDialect()
 POSTGRES: Dialect = postgres.PostgresDialect()
 

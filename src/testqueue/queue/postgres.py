@@ -28,6 +28,8 @@ from testqueue.queue.order import COUNT_AHEAD
 log = logging.getLogger(__name__)
 
 CHANNEL = "testqueue"
+# What `listen` reports when its connection is (re)opened: notices may have been missed.
+RECONNECTED = "reconnected"
 LINE_LOCK_KEY = 0x7465_7374_7175  # "testqu": one key for the whole queue
 RECONNECT_DELAY_S = 0.5
 RECONNECT_DELAY_MAX_S = 5.0
@@ -175,7 +177,7 @@ async def listen(
                 await conn.execute(f"LISTEN {CHANNEL}")
                 log.info("listening for wake-ups", extra={"channel": CHANNEL})
                 delay = RECONNECT_DELAY_S
-                on_notify("")
+                on_notify(RECONNECTED)
                 await _relay(conn, on_notify, stopping)
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             log.warning("listen connection lost", extra={"error": str(exc), "retry_s": delay})

@@ -18,6 +18,7 @@ from testqueue.config import Settings
 from testqueue.database import Database
 from testqueue.models import utcnow
 from testqueue.queue import deliveries
+from testqueue.wakeups import first_of
 from testqueue.webhooks import sender
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,7 @@ class DeliveryLoop:
     async def _wait(self, wait_s: float) -> None:
         if wait_s <= 0 or self._stopping.is_set():
             return
-        waits = [
-            asyncio.ensure_future(self._db.wakeups.delivery_event.wait()),
-            asyncio.ensure_future(self._stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        await first_of(self._db.wakeups.delivery_event, self._stopping, timeout=wait_s)
 
     async def _deliver(self, http: httpx.AsyncClient, due: deliveries.Due) -> None:
         try:
