@@ -68,6 +68,19 @@ class BatchStatus(StrEnum):
     CANCELLED = "cancelled"  # it was cancelled, and everything ended
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook subscription can hear of; a run's event is its new status."""
+
+    QUEUED = "execution.queued"
+    STARTED = "execution.started"
+    FINISHED = "execution.finished"
+    EXPIRED = "execution.expired"
+    CANCELLED = "execution.cancelled"
+    BATCH_FINISHED = "batch.finished"
+    PAUSED = "queue.paused"  # queue events: admins' subscriptions only
+    RESUMED = "queue.resumed"
+
+
 class TagMode(StrEnum):
     ANY = "any"  # a test case with any of the tags
     ALL = "all"  # a test case with all of the tags

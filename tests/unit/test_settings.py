@@ -23,6 +23,12 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.is_sqlite
 
 
+def test_every_setting_is_documented_in_the_settings_page() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in page]
+    assert missing == [], f"docs/settings.md does not describe {missing}"
+
+
 def test_environment_names_are_the_seed_system_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@h/db")
     monkeypatch.setenv("MAX_CONCURRENT_EXECUTIONS", "7")

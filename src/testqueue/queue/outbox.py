@@ -50,20 +50,20 @@ from testqueue.models import (
     utcnow,
 )
 from testqueue.queue import dialect
-from testqueue.vocabulary import Role, Status, decode_tags
+from testqueue.vocabulary import Role, Status, WebhookEvent, decode_tags
 
 E = Execution
 S = WebhookSubscription
 D = WebhookDelivery
 
-QUEUED = "execution.queued"
-STARTED = "execution.started"
-FINISHED = "execution.finished"
-EXPIRED = "execution.expired"
-CANCELLED = "execution.cancelled"
-BATCH_FINISHED = "batch.finished"
-PAUSED = "queue.paused"
-RESUMED = "queue.resumed"
+QUEUED = WebhookEvent.QUEUED
+STARTED = WebhookEvent.STARTED
+FINISHED = WebhookEvent.FINISHED
+EXPIRED = WebhookEvent.EXPIRED
+CANCELLED = WebhookEvent.CANCELLED
+BATCH_FINISHED = WebhookEvent.BATCH_FINISHED
+PAUSED = WebhookEvent.PAUSED
+RESUMED = WebhookEvent.RESUMED
 EXECUTION_EVENTS = (QUEUED, STARTED, FINISHED, EXPIRED, CANCELLED)
 QUEUE_EVENTS = (PAUSED, RESUMED)
 EVENTS = (*EXECUTION_EVENTS, BATCH_FINISHED, *QUEUE_EVENTS)

@@ -16,17 +16,9 @@ from testqueue.schemas.common import (
     TestCaseRef,
     Timestamped,
 )
+from testqueue.vocabulary import WebhookEvent
 
-Event = Literal[
-    "execution.queued",
-    "execution.started",
-    "execution.finished",
-    "execution.expired",
-    "execution.cancelled",
-    "batch.finished",
-    "queue.paused",
-    "queue.resumed",
-]
+Event = WebhookEvent
 PayloadFormat = Literal["json", "slack"]
 DeliveryState = Literal["pending", "delivered", "failed"]
 # The address rules (public addresses only) are checked when the URL is given.

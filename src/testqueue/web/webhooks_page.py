@@ -16,7 +16,7 @@ from testqueue.schemas.common import problem_text
 from testqueue.schemas.webhooks import WebhookCreate
 from testqueue.services import webhooks
 from testqueue.state import get_state
-from testqueue.vocabulary import MAX_BIGINT, MAX_INT_ID, parse_id
+from testqueue.vocabulary import MAX_BIGINT, MAX_INT_ID, WebhookEvent, parse_id
 from testqueue.web import forms
 from testqueue.web.render import PageRoute, done, page
 from testqueue.web.session import ChangingViewer, CurrentViewer, Viewer
@@ -25,16 +25,7 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 WebhookId = Annotated[int, Path(ge=1, le=MAX_INT_ID)]
 DeliveryId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
-EVENTS = [
-    "execution.queued",
-    "execution.started",
-    "execution.finished",
-    "execution.expired",
-    "execution.cancelled",
-    "batch.finished",
-    "queue.paused",
-    "queue.resumed",
-]
+EVENTS = [event.value for event in WebhookEvent]
 FIELDS = ("url", "secret", "test_case_id", "suite_id", "tag", "payload_format")
 
 
