@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from testqueue.vocabulary import (
     FAILED_RESULTS,
+    FINAL_STATUSES,
     PriorityWord,
     Role,
     RunnerKind,
@@ -51,6 +52,9 @@ PENDING = "status = 'pending'"
 # a query that repeats its condition. `|| ''` keeps the planners off the result index,
 # whose three ranges would have to be merged and sorted.
 FAILED = f"(result || '') IN ({', '.join(sorted(repr(r.value) for r in FAILED_RESULTS))})"
+# Finished runs: the status index holds only these, so the claim's reads of pending and
+# running rows never wander into it; a history query repeats the condition to use it.
+FINISHED = f"status IN ({', '.join(sorted(repr(s.value) for s in FINAL_STATUSES))})"
 
 
 def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
@@ -190,7 +194,9 @@ class Execution(Base):
         Index("ix_executions_batch", "batch_id", "id"),
         # History at a million rows (migration 0012): each filter walks its own index
         # newest first, and retention finds the oldest finished runs without a scan.
-        Index("ix_executions_status", "status", "id"),
+        _partial("ix_executions_status", "status", "id", where=FINISHED),
+        # The pending runs newest first, for history's `status=pending` pages.
+        _partial("ix_executions_waiting", "id", where=PENDING),
         _partial("ix_executions_result", "result", "id", where="result IS NOT NULL"),
         _partial("ix_executions_failed", "id", where=FAILED),
         _partial("ix_executions_ended", "completed_at", "id", where="completed_at IS NOT NULL"),

@@ -63,6 +63,8 @@ def history_filters(
         where.append(_FAILED)
     elif status is not None:
         where.append(E.status == status.value)
+        if status.value in FINAL_STATUSES:
+            where.append(_FINISHED)
     if result is not None:
         where.append(E.result == result)
     if test_case_id is not None:
@@ -77,6 +79,9 @@ def history_filters(
 # Untyped: typed Boolean, SQLite would be sent `(...) = 1`, which no index matches.
 _FAILED: ColumnElement[bool] = literal_column(
     models.FAILED.replace("result", "executions.result", 1)
+)
+_FINISHED: ColumnElement[bool] = literal_column(
+    models.FINISHED.replace("status", "executions.status", 1)
 )
 
 
