@@ -114,6 +114,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "testqueue_admin_password": ADMIN_PASSWORD,
         "secret_key": "test-secret-key-that-is-long-enough-0123456789",
         "log_format": "text",
+        # Schedules in tests tick every second or two (cron's sixth field).
+        "schedule_min_interval": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

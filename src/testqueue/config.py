@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     # scheduler sleeps until the next tick or an edit, at most `schedule_check_interval`.
     schedule_grace: float = Field(default=60.0, ge=0, le=24 * 3600)
     schedule_check_interval: float = Field(default=300.0, gt=0, le=24 * 3600)
+    schedule_min_interval: float = Field(default=60.0, ge=0, le=24 * 3600)
     # Webhooks (docs/webhooks.md): private addresses only when allowed; each request's
     # timeout; retries start at the base delay, double, and stop after `retry_for`.
     webhook_allow_private: bool = False

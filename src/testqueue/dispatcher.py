@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # A runner that has not returned this long after its deadline is abandoned.
 HARD_STOP_MARGIN_S = 10.0
 ARTIFACT_CLEANUP_EVERY_S = 3600.0
+# How long a finished run's slot waits for its artifacts to be stored in the database;
+# an upload still going on after it ends on its own (its file is served once whole).
+UPLOAD_WAIT_S = 30.0
 # After an unexpected error in a pass, wait this long before the next one.
 ERROR_BACKOFF_S = 0.5
 # A worker whose leases went unrenewed for this share of LEASE_TTL stops its runs:
@@ -252,7 +255,8 @@ class Dispatcher:
             await asyncio.wait({after})
         outcome = await self._outcome_of(run)
         if run.uploads is not None:  # stored before the outcome, outside its transaction
-            await run.uploads.wait()
+            with contextlib.suppress(TimeoutError):  # a stuck upload must not hold the slot
+                await asyncio.wait_for(run.uploads.wait(), UPLOAD_WAIT_S)
         if run.abandoned:
             if self._runs.get(run.claimed.id) is run:
                 del self._runs[run.claimed.id]

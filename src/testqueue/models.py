@@ -519,6 +519,14 @@ class WebhookDelivery(Base):
             where=WEBHOOK_PENDING,
         ),
         Index("ix_webhook_deliveries_subscription", "subscription_id", "id"),
+        # One batch.finished per subscription and batch (`queue.outbox`).
+        _partial(
+            "ux_webhook_deliveries_batch_finished",
+            "subscription_id",
+            "batch_id",
+            where="event = 'batch.finished'",
+            unique=True,
+        ),
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import (  # type: ignore[import-untyped]
@@ -70,7 +71,7 @@ def check_zone(name: str) -> str:
     """An IANA time zone name zoneinfo knows; ValueError says what to give instead."""
     try:
         zone_of(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "Europe" is a folder
         raise ValueError(
             f"time zone {name[:MAX_ZONE_CHARS]!r} is unknown: give an IANA name such as "
             "'Europe/Berlin', 'America/New_York' or 'UTC'"
@@ -94,6 +95,12 @@ def ticks_after(expression: str, zone: str, after: datetime, count: int) -> list
         if tick > after and not _repeat(expression, tick, tz):
             found.append(tick)
     return found
+
+
+def shortest_gap_s(expression: str, zone: str, after: datetime, ticks: int = 10) -> float:
+    """The shortest time between two of the next `ticks` ticks, in seconds."""
+    found = ticks_after(expression, zone, after, ticks)
+    return min((b - a).total_seconds() for a, b in pairwise(found))
 
 
 def next_tick(expression: str, zone: str, after: datetime) -> datetime:

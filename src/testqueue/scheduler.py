@@ -61,4 +61,6 @@ class Scheduler:
         interval = self._settings.schedule_check_interval
         if upcoming is None:
             return interval
-        return min(interval, max(0.0, (upcoming - utcnow()).total_seconds()))
+        wait_s = (upcoming - utcnow()).total_seconds()
+        # Still due after the pass: it failed, so look again after a pause, not at once.
+        return min(interval, wait_s if wait_s > 0 else ERROR_BACKOFF_S)

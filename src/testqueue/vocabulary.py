@@ -81,6 +81,21 @@ class WebhookEvent(StrEnum):
     RESUMED = "queue.resumed"
 
 
+class DeliveryState(StrEnum):
+    """Where a webhook delivery is: waiting to be sent (or sent again), or done."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # its retries ran out
+
+
+class PayloadFormat(StrEnum):
+    """What a webhook's body holds: the whole event, or one line for a chat tool."""
+
+    JSON = "json"
+    SLACK = "slack"
+
+
 class TagMode(StrEnum):
     ANY = "any"  # a test case with any of the tags
     ALL = "all"  # a test case with all of the tags

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from conftest import Api, claim, finish, make_settings, start_api
 from testqueue import artifacts
@@ -24,6 +24,8 @@ from testqueue.models import (
     ExecutionAttempt,
     ExecutionLog,
     ExecutionStep,
+    ScheduleFire,
+    WebhookDelivery,
     utcnow,
 )
 from testqueue.queue import prune
@@ -272,3 +274,51 @@ async def test_the_prune_command_says_what_it_would_remove_and_then_removes_it(
 
     wrong = _cli("prune", "--days", "-1", env=env)
     assert wrong.returncode == 2 and "--days" in wrong.stderr
+
+
+async def test_settled_deliveries_and_schedule_ticks_go_too_and_a_pending_delivery_stays(
+    api_only: Api, settings: Settings
+) -> None:
+    """Deliveries of queue and batch events belong to no run, and ticks pile up with time:
+    both go once older than the cutoff; a delivery still to be sent is kept."""
+    made = await api_only.client.post(
+        f"{V1}/webhooks",
+        json={"url": "https://hooks.example.com/qa", "events": ["queue.paused", "queue.resumed"]},
+        headers=api_only.admin,
+    )
+    assert made.status_code == 201, made.text
+    for switch in ("pause", "resume"):
+        answer = await api_only.client.post(
+            f"{V1}/executions/queue/{switch}", headers=api_only.admin
+        )
+        assert answer.status_code == 200, answer.text
+    case = await api_only.gate_test("ticked")
+    schedule = await api_only.client.post(
+        f"{V1}/schedules",
+        json={"name": "nightly", "cron": "0 3 * * *", "run": {"test_case_ids": [case]}},
+        headers=api_only.admin,
+    )
+    assert schedule.status_code == 201, schedule.text
+    db = api_only.state.db
+    async with db.write() as conn:
+        first, second = (
+            await conn.execute(select(WebhookDelivery.id).order_by(WebhookDelivery.id))
+        ).scalars()
+        await conn.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == first).values(state="delivered")
+        )
+        await conn.execute(
+            insert(ScheduleFire).values(
+                schedule_id=schedule.json()["id"], due_at=utcnow(), fired_at=utcnow()
+            )
+        )
+    later = utcnow() + timedelta(days=settings.retention_days + 1)
+    dry = await prune.prune(db, settings, dry_run=True, now=later)
+    assert (dry.deliveries, dry.ticks) == (1, 1)
+    report = await prune.prune(db, settings, now=later)
+    assert (report.deliveries, report.ticks) == (1, 1)
+    assert "1 settled webhook deliveries and 1 schedule ticks" in report.summary()
+    async with db.read() as conn:
+        kept = (await conn.execute(select(WebhookDelivery.id))).scalars().all()
+        ticks = (await conn.execute(select(func.count()).select_from(ScheduleFire))).scalar_one()
+    assert (kept, ticks) == ([second], 0)

@@ -126,6 +126,7 @@ async def test_bad_schedules_are_refused_with_422s_that_say_what_to_fix(api_only
     edits: list[tuple[dict[str, Any], str]] = [
         ({"cron": "0 0 31 4 *"}, "never fires"),
         ({"timezone": "Europe/Atlantis"}, "unknown"),
+        ({"timezone": "Europe"}, "unknown"),  # a folder of zones, not a zone
         ({"run": {"tags": ["Bad Tag"]}}, "run.tags.0"),
     ]
     for change, says in edits:
@@ -135,6 +136,29 @@ async def test_bad_schedules_are_refused_with_422s_that_say_what_to_fix(api_only
         assert response.status_code == 422, (change, response.text)
         assert says in response.text, (change, response.text)
     assert await _count(api_only.state.db, Schedule) == 1
+
+
+async def test_a_schedule_that_fires_more_often_than_the_least_interval_is_refused(
+    database_url: str, tmp_path: Path, registry: Registry
+) -> None:
+    settings = make_settings(database_url, tmp_path, schedule_min_interval=60.0)
+    async with _app(settings, registry) as api:
+        case = await api.gate_test("often")
+        for cron in ("* * * * * */10", "0,30 * * * * *"):
+            refused = await api.client.post(
+                f"{V1}/schedules", json=_body(case, cron), headers=api.admin
+            )
+            assert refused.status_code == 422, refused.text
+            assert (
+                "SCHEDULE_MIN_INTERVAL" in refused.text
+                and "at most once every 60 s" in refused.text
+            )
+        made = await _create(api, _body(case, "* * * * *"))  # once a minute: allowed
+        retimed = await api.client.patch(
+            f"{V1}/schedules/{made['id']}", json={"cron": "* * * * * *"}, headers=api.admin
+        )
+        assert retimed.status_code == 422 and "fires every 1 s" in retimed.text
+        assert await _count(api.state.db, Schedule) == 1
 
 
 async def test_members_keep_to_their_own_schedules_and_admins_see_and_change_all(
@@ -286,6 +310,12 @@ async def test_the_unique_tick_refuses_a_second_batch_for_a_tick_fired_already(
         await schedule_fires.fire_due(db, tick + timedelta(seconds=1))
     assert len(await _fires(db, made["id"])) == 1
     assert await _count(db, Batch) == 1
+    # ... and the schedule moved on from that tick: it is not tried again each pass.
+    async with db.read() as conn:
+        upcoming = (
+            await conn.execute(select(Schedule.next_fire_at).where(Schedule.id == made["id"]))
+        ).scalar_one()
+    assert as_utc(upcoming) > tick
 
 
 async def test_racing_schedulers_on_postgres_fire_each_tick_exactly_once(

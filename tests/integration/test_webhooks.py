@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 from dataclasses import replace
@@ -9,12 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
-from conftest import STAND_IN, Api, make_settings
-from gates import GateRunner
+from conftest import STAND_IN, Api, claim, make_settings, start_api
+from gates import GateRunner, with_gate
 from receiver import HOLD, Receiver
 from testqueue import queue
 from testqueue.config import Settings
+from testqueue.database import Database
+from testqueue.models import Execution, utcnow
+from testqueue.queue import deliveries, moves, outbox
+from testqueue.runners import Registry
+from testqueue.vocabulary import Status
 from waiting import until
 
 EXECUTION_EVENTS = [
@@ -257,6 +266,8 @@ async def test_send_again(api: Api) -> None:
         await until(_counted(receiver), lambda n: n == 2)
         keys = {r.headers["x-testqueue-delivery"] for r in receiver.received}
         assert keys == {str(delivery["id"])}
+        # No connection is kept for the next request (one verified for another host name).
+        assert {r.headers.get("connection") for r in receiver.received} == {"close"}
 
 
 async def test_a_slack_subscription_gets_one_line(api: Api, gate: GateRunner) -> None:
@@ -340,3 +351,163 @@ async def test_a_run_ended_by_recovery_is_told(api_only: Api) -> None:
     assert await queue.expire_workers(api.state.db, ["lost-worker"], max_attempts=1) == 1
     (delivery,) = await deliveries_of(api, hook["id"])
     assert (delivery["execution_id"], delivery["event"]) == (run, "execution.finished")
+
+
+async def _batch(api: Api, case_id: int, runs: int = 2) -> tuple[int, list[int]]:
+    """A batch of `runs` runs of `case_id`: its id and its runs' ids, in line order."""
+    made = await api.client.post(
+        "/api/v1/batches", json={"test_case_ids": [case_id] * runs}, headers=api.admin
+    )
+    assert made.status_code == 201, made.text
+    queued = made.json()
+    return int(queued["batch"]["id"]), sorted(run["id"] for run in queued["executions"])
+
+
+async def _end(db: Database, run: int, source: Status, target: Status) -> None:
+    """End one run in a transaction of its own, as settle, cancel or expiry would."""
+    async with db.write() as conn:
+        ending = moves.move(source, target, Execution.id == run, completed_at=utcnow())
+        await outbox.end_runs(conn, db, ending, outbox.ENDED)
+
+
+async def _done_or_waiting(db: Database, task: asyncio.Task[None]) -> bool:
+    """`task` ended, or a transaction waits for a lock (PostgreSQL)."""
+    async with db.read() as conn:
+        waits = await conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+        )
+        return task.done() or waits.scalar_one() > 0
+
+
+async def test_a_batchs_last_two_runs_ended_at_once_finish_it_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """One transaction ends a batch's first run and stays open; another ends its last
+    one meanwhile. Each reads the other's run as not ended unless the later one waits
+    for the earlier's commit: exactly one batch.finished."""
+    settings = make_settings(postgres_url, tmp_path, webhook_allow_private=True)
+    registry = with_gate(Registry(settings), GateRunner())
+    second = Database(settings)
+    try:
+        async for api in start_api(settings, registry, with_worker=False):
+            first = api.state.db
+            hook = await subscribe(api, "http://127.0.0.1:9/hook", events=["batch.finished"])
+            batch_id, (running, waiting) = await _batch(api, await api.gate_test())
+            (claimed,) = await claim(api, 1)
+            assert claimed.id == running
+
+            async with first.write() as held:
+                done = moves.move(
+                    Status.RUNNING,
+                    Status.COMPLETED,
+                    Execution.id == running,
+                    result="pass",
+                    completed_at=utcnow(),
+                )
+                await outbox.end_runs(held, first, done, outbox.ENDED)
+                ending = asyncio.create_task(
+                    _end(second, waiting, Status.PENDING, Status.CANCELLED)
+                )
+                await until(functools.partial(_done_or_waiting, first, ending), bool)
+            async with asyncio.timeout(10):
+                await ending
+            found = await deliveries_of(api, hook["id"])
+            assert [(d["event"], d["batch_id"]) for d in found] == [("batch.finished", batch_id)]
+    finally:
+        await second.dispose()
+
+
+async def test_a_test_case_deleted_tells_its_cancelled_runs_and_batch(api_only: Api) -> None:
+    api = api_only
+    hook = await subscribe(
+        api, "http://127.0.0.1:9/hook", events=["execution.cancelled", "batch.finished"]
+    )
+    case_id = await api.gate_test()
+    batch_id, runs = await _batch(api, case_id)
+    deleted = await api.client.delete(f"/api/v1/tests/{case_id}", headers=api.admin)
+    assert deleted.status_code == 204, deleted.text
+    found = await deliveries_of(api, hook["id"])
+    assert sorted((d["event"], d["execution_id"] or d["batch_id"]) for d in found) == sorted(
+        [("execution.cancelled", run) for run in runs] + [("batch.finished", batch_id)]
+    )
+
+
+async def test_a_cancel_ended_by_a_clean_shutdown_is_told(api_only: Api) -> None:
+    api = api_only
+    hook = await subscribe(
+        api, "http://127.0.0.1:9/hook", events=["execution.cancelled", "batch.finished"]
+    )
+    batch_id, (run,) = await _batch(api, await api.gate_test(), runs=1)
+    (claimed,) = await claim(api, 1)
+    answer = await api.client.post(f"/api/v1/executions/{run}/cancel", headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    assert await deliveries_of(api, hook["id"]) == []  # running: its worker stops it
+    assert await queue.release(api.state.db, STAND_IN) == 0
+    found = await deliveries_of(api, hook["id"])
+    assert sorted((d["event"], d["execution_id"] or d["batch_id"]) for d in found) == [
+        ("batch.finished", batch_id),
+        ("execution.cancelled", claimed.id),
+    ]
+
+
+async def test_a_disabled_owners_subscription_hears_nothing_and_sends_nothing(
+    api_only: Api,
+) -> None:
+    api = api_only
+    member = await api.member()
+    hook = await subscribe(
+        api,
+        "http://127.0.0.1:9/hook",
+        headers=member,
+        events=["execution.queued", "execution.cancelled"],
+    )
+    run = (await api.run(await api.gate_test(), headers=member))["id"]
+    (queued,) = await deliveries_of(api, hook["id"])
+    db = api.state.db
+
+    async def switch(active: bool) -> None:
+        answer = await api.client.patch(
+            f"/api/v1/users/{hook['user_id']}", json={"is_active": active}, headers=api.admin
+        )
+        assert answer.status_code == 200, answer.text
+
+    await switch(False)
+    cancelled = await api.client.post(f"/api/v1/executions/{run}/cancel", headers=api.admin)
+    assert cancelled.status_code == 200, cancelled.text
+    assert [d["id"] for d in await deliveries_of(api, hook["id"])] == [queued["id"]]
+    assert await deliveries.next_ready(db) is None
+    assert await deliveries.claim_due(db, 10) == []
+    await switch(True)
+    assert await deliveries.next_ready(db) is not None
+    (due,) = await deliveries.claim_due(db, 10)
+    assert due.id == queued["id"]
+
+
+async def test_the_dashboard_reads_a_pages_attempts_in_one_query(api_only: Api) -> None:
+    api = api_only
+    hook = await subscribe(api, "http://127.0.0.1:9/hook", events=["execution.queued"])
+    case_id = await api.gate_test()
+    for _ in range(3):
+        await api.run(case_id)
+    db = api.state.db
+    for due in await deliveries.claim_due(db, 10):
+        failed = deliveries.Answer(500, 1.0, "the receiver answered 500")
+        await deliveries.record_answer(db, due, failed)
+    read: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "webhook_attempts" in statement:
+            read.append(statement)
+
+    async with api.dashboard() as browser:
+        event.listen(Engine, "before_cursor_execute", seen)
+        try:
+            shown = await browser.client.get(f"/webhooks/{hook['id']}")
+        finally:
+            event.remove(Engine, "before_cursor_execute", seen)
+    assert shown.status_code == 200, shown.text
+    assert shown.text.count("#1 500") == 3
+    assert len(read) == 1, read

@@ -44,6 +44,30 @@ def test_public_addresses_are_allowed(address: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("2002:7f00:1::1", "127.0.0.1"),  # 6to4
+        ("2002:a9fe:a9fe::", "169.254.169.254"),
+        ("2002:a00:1::1", "10.0.0.1"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1"),  # Teredo: the client, inverted
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),
+    ],
+)
+def test_ipv6_carrying_a_private_ipv4_address_is_refused(address: str, carried: str) -> None:
+    reason = safety.why_refused(ipaddress.ip_address(address))
+    assert reason is not None and f"carries {carried}" in reason
+
+
+def test_6to4_of_a_public_ipv4_address_is_allowed() -> None:
+    assert safety.why_refused(ipaddress.ip_address("2002:808:808::1")) is None
+
+
+def test_a_url_naming_6to4_of_loopback_is_refused() -> None:
+    with pytest.raises(errors.InvalidInput, match=r"carries 127\.0\.0\.1"):
+        safety.check_url("http://[2002:7f00:1::1]/hook", allow_private=False)
+
+
+@pytest.mark.parametrize(
     ("url", "says"),
     [
         ("ftp://example.com/x", "http:// or https://"),

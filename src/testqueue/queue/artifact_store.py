@@ -156,6 +156,8 @@ async def store_file(
         written = await _write_chunks(db, artifact_id, artifact.path, room)
     except OSError as exc:
         error = f"the file could not be read: {exc}"
+    except Exception as exc:  # the database went away mid-file: drop the half, say why
+        error = f"storing it failed: {str(exc)[:200]}"
     else:
         error = refusal(artifact.name, written, room, max_bytes)
     if error is not None:

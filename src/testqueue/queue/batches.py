@@ -93,13 +93,14 @@ async def cancel_batch(db: Database, batch_id: int, note: audit.Note | None = No
     second). Returns the running ones asked to stop."""
     now = utcnow()
     async with db.write() as conn:
-        marked = await conn.execute(
-            update(Batch)
-            .where(Batch.id == batch_id, Batch.cancelled_at.is_(None))
-            .values(cancelled_at=now)
+        # Its runs' rows are locked before its own, as a finishing worker locks them
+        # (the run, then the batch for `batch.finished`): the other order could deadlock.
+        stopping = await conn.execute(
+            moves.keep(Status.RUNNING, E.batch_id == batch_id, cancel_requested=True).returning(
+                E.id
+            )
         )
-        if marked.rowcount == 0:
-            raise errors.InvalidTransition(f"batch {batch_id} was cancelled already")
+        running = [row.id for row in stopping]
         await conn.execute(
             moves.move(
                 Status.PENDING,
@@ -116,12 +117,13 @@ async def cancel_batch(db: Database, batch_id: int, note: audit.Note | None = No
             [outbox.CANCELLED],
             batches=True,
         )
-        stopping = await conn.execute(
-            moves.keep(Status.RUNNING, E.batch_id == batch_id, cancel_requested=True).returning(
-                E.id
-            )
+        marked = await conn.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.cancelled_at.is_(None))
+            .values(cancelled_at=now)
         )
-        running = [row.id for row in stopping]
+        if marked.rowcount == 0:  # rolls back the rest with it
+            raise errors.InvalidTransition(f"batch {batch_id} was cancelled already")
         await audit.write(conn, note)
         for execution_id in running:
             await dialect.signal(db, conn, f"cancel:{execution_id}")

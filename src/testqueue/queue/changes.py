@@ -94,15 +94,17 @@ async def set_priority(
     return position
 
 
-async def cancel_pending_of(conn: Conn, test_case_id: int, reason: str) -> int:
+async def cancel_pending_of(conn: Conn, db: Database, test_case_id: int, reason: str) -> int:
     """Cancel the pending runs of one test case, inside the caller's transaction."""
-    result = await conn.execute(
+    return await outbox.end_runs(
+        conn,
+        db,
         moves.move(
             Status.PENDING,
             Status.CANCELLED,
             E.test_case_id == test_case_id,
             completed_at=utcnow(),
             error_message=reason,
-        )
+        ),
+        [outbox.CANCELLED],
     )
-    return int(result.rowcount)

@@ -8,7 +8,9 @@ delivery waits while an earlier one for the same subscription and subject
 (an execution, a batch, the queue) is pending, so a receiver hears a run's
 events in the order they happened. A failed attempt is tried again after a
 delay that doubles (with jitter) until `WEBHOOK_RETRY_FOR` has passed since
-the event, and then the delivery is `failed`.
+the event, and then the delivery is `failed`. Deliveries of a subscription
+that is off, or whose owner's account is disabled, wait (they are neither
+sent nor failed) until it is on again.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from testqueue.models import (
     utcnow,
 )
 from testqueue.queue import dialect, outbox
-from testqueue.vocabulary import verdict_of
+from testqueue.vocabulary import DeliveryState, verdict_of
 
 D = WebhookDelivery
 S = WebhookSubscription
@@ -57,19 +59,22 @@ LEASE_MARGIN_S = 5.0
 MAX_RETRY_DELAY_S = 3600.0
 ERROR_MAX_CHARS = 500
 
-_PENDING = D.state == literal_column(f"'{outbox.PENDING}'")
+PENDING = DeliveryState.PENDING
+_PENDING = D.state == literal_column(f"'{PENDING.value}'")
 _earlier = aliased(D)
 # An earlier delivery of the same subject to the same subscription is still pending.
 _BLOCKED = exists().where(
     _earlier.subscription_id == D.subscription_id,
     _earlier.subject == D.subject,
-    _earlier.state == literal_column(f"'{outbox.PENDING}'"),
+    _earlier.state == literal_column(f"'{PENDING.value}'"),
     _earlier.id < D.id,
 )
 _NOW = bindparam("now", type_=D.next_attempt_at.type)
 _FREE = or_(D.leased_until.is_(None), D.leased_until <= _NOW)
 _READY_AT = case((D.leased_until > D.next_attempt_at, D.leased_until), else_=D.next_attempt_at)
-_NEXT = select(func.min(_READY_AT)).where(_PENDING, ~_BLOCKED)
+# Its subscription is on and its owner active: else it waits.
+_HEARD = exists().where(S.id == D.subscription_id, outbox.listening())
+_NEXT = select(func.min(_READY_AT)).where(_PENDING, ~_BLOCKED, _HEARD)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def lease_s(settings: Settings) -> float:
 def _due_ids(on: dialect.Dialect) -> Any:
     ids = (
         select(D.id)
-        .where(_PENDING, D.next_attempt_at <= _NOW, _FREE, ~_BLOCKED)
+        .where(_PENDING, D.next_attempt_at <= _NOW, _FREE, ~_BLOCKED, _HEARD)
         .order_by(D.next_attempt_at, D.id)
         .limit(bindparam("limit"))
     )
@@ -228,11 +233,11 @@ async def record_answer(db: Database, due: Due, answer: Answer) -> str:
         "last_error": answer.error,
     }
     if answer.ok:
-        values.update(state=outbox.DELIVERED, delivered_at=now)
+        values.update(state=DeliveryState.DELIVERED.value, delivered_at=now)
     else:
         retry_at = now + timedelta(seconds=retry_delay_s(due.attempt, settings.webhook_retry_base))
         if retry_at > due.since + timedelta(seconds=settings.webhook_retry_for):
-            values.update(state=outbox.FAILED)
+            values.update(state=DeliveryState.FAILED.value)
         else:
             values.update(next_attempt_at=retry_at)
     async with db.write() as conn:
@@ -250,8 +255,8 @@ async def record_answer(db: Database, due: Due, answer: Answer) -> str:
         await conn.execute(
             update(D).where(_MINE).values(**values), {"d_id": due.id, "d_attempt": due.attempt}
         )
-    state = str(values.get("state", outbox.PENDING))
-    if state != outbox.PENDING:
+    state = str(values.get("state", PENDING.value))
+    if state != PENDING:
         db.wakeups.delivery_event.set()  # a later event of the same subject may go now
     return state
 
@@ -262,8 +267,8 @@ async def send_again(db: Database, delivery_id: int) -> None:
     async with db.write() as conn:
         changed = await conn.execute(
             update(D)
-            .where(D.id == delivery_id, D.state != outbox.PENDING)
-            .values(state=outbox.PENDING, next_attempt_at=now, since=now, leased_until=None)
+            .where(D.id == delivery_id, D.state != PENDING.value)
+            .values(state=PENDING.value, next_attempt_at=now, since=now, leased_until=None)
         )
         if changed.rowcount == 0:
             raise errors.InvalidTransition(

@@ -99,9 +99,7 @@ async def heartbeat(
             conn,
             [p if p.execution_id in held else replace(p, log=None, steps=None) for p in progress],
         )
-        recovered = await _recover_expired(conn, now, max_attempts)
-        if recovered:
-            await outbox.record_recovered(conn, db, now)
+        recovered = await _recover_expired(conn, db, now, max_attempts)
         await conn.execute(delete(Worker).where(Worker.last_seen_at < now - STALE_WORKER_AGE))
         if recovered:
             await dialect.signal(db, conn)
@@ -111,12 +109,15 @@ async def heartbeat(
     return Beat(held=held, cancel=cancel, recovered=recovered)
 
 
-async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
-    """Runs whose lease ran out go back to their place in line, or end after MAX_ATTEMPTS."""
+async def _recover_expired(conn: Conn, db: Database, now: datetime, max_attempts: int) -> int:
+    """Runs whose lease ran out go back to their place in line, or end after MAX_ATTEMPTS
+    (those that end are told to webhooks)."""
     expired = E.lease_expires_at < now
     lost = {"worker_id": None, "lease_expires_at": None}
     await retries.keep_lost(conn, expired, now=now)
-    cancelled = await conn.execute(
+    cancelled = await outbox.end_runs(
+        conn,
+        db,
         moves.move(
             Status.RUNNING,
             Status.CANCELLED,
@@ -125,9 +126,12 @@ async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
             completed_at=now,
             error_message=CANCELLED_LOST,
             **lost,
-        )
+        ),
+        [outbox.CANCELLED],
     )
-    exhausted = await conn.execute(
+    exhausted = await outbox.end_runs(
+        conn,
+        db,
         moves.move(
             Status.RUNNING,
             Status.COMPLETED,
@@ -138,7 +142,8 @@ async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
             completed_at=now,
             error_message=f"its worker was lost in each of {max_attempts} attempts (MAX_ATTEMPTS)",
             **lost,
-        )
+        ),
+        [outbox.FINISHED],
     )
     requeued = await conn.execute(
         moves.move(
@@ -151,7 +156,7 @@ async def _recover_expired(conn: Conn, now: datetime, max_attempts: int) -> int:
             **lost,
         )
     )
-    return int(cancelled.rowcount + exhausted.rowcount + requeued.rowcount)
+    return cancelled + exhausted + int(requeued.rowcount)
 
 
 async def release(db: Database, claimer: Claimer) -> int:
@@ -165,7 +170,9 @@ async def release(db: Database, claimer: Claimer) -> int:
     mine = E.worker_id == claimer.worker_id
     back = {"worker_id": None, "lease_expires_at": None}
     async with db.write() as conn:
-        await conn.execute(
+        await outbox.end_runs(
+            conn,
+            db,
             moves.move(
                 Status.RUNNING,
                 Status.CANCELLED,
@@ -174,7 +181,8 @@ async def release(db: Database, claimer: Claimer) -> int:
                 completed_at=now,
                 error_message=CANCELLED_RUNNING,
                 **back,
-            )
+            ),
+            [outbox.CANCELLED],
         )
         released = await conn.execute(
             moves.move(
@@ -218,9 +226,7 @@ async def expire_workers(db: Database, worker_ids: Sequence[str], max_attempts: 
                 lease_expires_at=now - timedelta(seconds=1),
             )
         )
-        recovered = await _recover_expired(conn, now, max_attempts)
-        if recovered:
-            await outbox.record_recovered(conn, db, now)
+        recovered = await _recover_expired(conn, db, now, max_attempts)
         await conn.execute(delete(Worker).where(Worker.id.in_(worker_ids)))
         if recovered:
             await dialect.signal(db, conn)

@@ -9,14 +9,24 @@ that moment; the event is read off the row's new status.
 
 These writes sit in the queue's hottest transactions, so a process keeps
 the events any subscription wants (`Wakeups.webhook_events`) and writes
-nothing, not even a read, for an event nobody wants. What it keeps is read
-again after `FRESH_S`, at once when this process changes a subscription,
-and when another host says so (`CHANGED_SIGNAL`, PostgreSQL's NOTIFY): a
-new subscription hears other processes' events within `FRESH_S`.
+nothing for an event nobody wants. What it keeps is read again (one small
+read, in the transaction at hand) once it is `FRESH_S` old, at once when
+this process changes a subscription, and when another host says so
+(`CHANGED_SIGNAL`, PostgreSQL's NOTIFY): a new subscription hears other
+processes' events within `FRESH_S`.
+
+Only a subscription that is on, of an owner whose account is active, hears
+anything. A batch's `batch.finished` is written by the transaction that
+ends its last run: each such transaction first locks the batches of the
+runs it ended, so of two that end a batch's last two runs at once, the
+later one sees the other's commit (PostgreSQL reads each statement afresh;
+SQLite has one writer). A unique index keeps it to one per subscription.
+Runs moved to a final status go through `end_runs`, which records them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -36,8 +46,9 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 
 from testqueue.database import Conn, Database
 from testqueue.models import (
@@ -50,7 +61,7 @@ from testqueue.models import (
     utcnow,
 )
 from testqueue.queue import dialect
-from testqueue.vocabulary import Role, Status, WebhookEvent, decode_tags
+from testqueue.vocabulary import DeliveryState, Role, Status, WebhookEvent, decode_tags
 
 E = Execution
 S = WebhookSubscription
@@ -76,11 +87,6 @@ EVENT_OF_STATUS = {
     Status.EXPIRED: EXPIRED,
     Status.CANCELLED: CANCELLED,
 }
-# The states of a delivery (metrics read these names).
-PENDING = "pending"
-DELIVERED = "delivered"
-FAILED = "failed"
-
 # NOTIFY payloads: deliveries were written; subscriptions changed.
 SIGNAL_PREFIX = "webhook:"
 SIGNAL = "webhook:due"
@@ -88,6 +94,13 @@ CHANGED_SIGNAL = "webhook:subscriptions"
 FRESH_S = 1.0
 
 _WANTED = select(S.events).where(S.active.is_(True)).distinct()
+# INSERT ... ON CONFLICT DO NOTHING: a second batch.finished for a subscription is dropped.
+_INSERT: dict[str, Callable[[Any], Any]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+# Ids recorded per statement, within every database's limit of parameters.
+CHUNK = 1000
 
 
 def forget(db: Database) -> None:
@@ -142,6 +155,15 @@ def _owner_is_admin() -> ColumnElement[bool]:
     return exists().where(User.id == S.user_id, User.role == Role.ADMIN.value)
 
 
+def listening() -> ColumnElement[bool]:
+    """The subscription is on and its owner's account is active (a disabled one hears
+    nothing)."""
+    return and_(
+        S.active.is_(True),
+        exists().where(User.id == S.user_id, User.is_active.is_(True)),
+    )
+
+
 def _fenced(value: Any) -> ColumnElement[str]:
     fenced: ColumnElement[str] = literal(",") + value + literal(",")
     return fenced
@@ -151,7 +173,7 @@ def _hears_run() -> ColumnElement[bool]:
     """A subscription hears this run: its owner's, or any for an admin's; its filters."""
     e = E
     return and_(
-        S.active.is_(True),
+        listening(),
         or_(S.user_id == e.user_id, and_(S.own_runs_only.is_(False), _owner_is_admin())),
         or_(S.test_case_id.is_(None), S.test_case_id == e.test_case_id),
         or_(
@@ -204,7 +226,7 @@ def _runs_statement(where: ColumnElement[bool], now: datetime) -> Insert:
             E.attempt,
             E.priority,
             literal(now, D.occurred_at.type),
-            literal(PENDING),
+            literal(DeliveryState.PENDING.value),
             literal(0),
             literal(now, D.next_attempt_at.type),
             literal(now, D.since.type),
@@ -216,10 +238,26 @@ def _runs_statement(where: ColumnElement[bool], now: datetime) -> Insert:
     return insert(D).from_select(_COLUMNS, source)
 
 
-def _batches_statement(where: ColumnElement[bool], now: datetime) -> Insert:
+def _ended_batches(where: ColumnElement[bool]) -> Any:
+    return select(E.batch_id).where(where, E.batch_id.is_not(None)).distinct()
+
+
+def _lock_batches(where: ColumnElement[bool]) -> Any:
+    """Lock the batches of the runs `where` picks, in id order (no deadlock between two
+    such locks): of two transactions ending a batch's runs, the later waits here
+    for the earlier to commit, and then sees its runs ended."""
+    return (
+        select(Batch.id)
+        .where(Batch.id.in_(_ended_batches(where).scalar_subquery()))
+        .order_by(Batch.id)
+        .with_for_update(of=Batch.__table__)
+    )
+
+
+def _batches_statement(dialect_name: str, where: ColumnElement[bool], now: datetime) -> Insert:
     """batch.finished for the batches of the runs `where` picks that have no run left."""
     left = aliased(E)
-    ended = select(E.batch_id).where(where, E.batch_id.is_not(None)).distinct()
+    ended = _ended_batches(where)
     source = (
         select(
             S.id,
@@ -234,14 +272,14 @@ def _batches_statement(where: ColumnElement[bool], now: datetime) -> Insert:
             null(),
             null(),
             literal(now, D.occurred_at.type),
-            literal(PENDING),
+            literal(DeliveryState.PENDING.value),
             literal(0),
             literal(now, D.next_attempt_at.type),
             literal(now, D.since.type),
         )
         .select_from(S.__table__.join(Batch.__table__, Batch.id.in_(ended.scalar_subquery())))
         .where(
-            S.active.is_(True),
+            listening(),
             S.events.contains(f",{BATCH_FINISHED},"),
             S.test_case_id.is_(None),
             S.tag.is_(None),
@@ -256,7 +294,11 @@ def _batches_statement(where: ColumnElement[bool], now: datetime) -> Insert:
             ),
         )
     )
-    return insert(D).from_select(_COLUMNS, source)
+    # The unique index `ux_webhook_deliveries_batch_finished` is the backstop.
+    statement: Insert = (
+        _INSERT[dialect_name](D).from_select(_COLUMNS, source).on_conflict_do_nothing()
+    )
+    return statement
 
 
 def _queue_statement(event: str, now: datetime) -> Insert:
@@ -266,12 +308,12 @@ def _queue_statement(event: str, now: datetime) -> Insert:
         literal("queue"),
         *(null() for _ in range(8)),
         literal(now, D.occurred_at.type),
-        literal(PENDING),
+        literal(DeliveryState.PENDING.value),
         literal(0),
         literal(now, D.next_attempt_at.type),
         literal(now, D.since.type),
     ).where(
-        S.active.is_(True),
+        listening(),
         S.events.contains(f",{event},"),
         S.own_runs_only.is_(False),
         _owner_is_admin(),
@@ -304,7 +346,10 @@ async def record_runs(
     if runs:
         written += (await conn.execute(_runs_statement(picked, now))).rowcount
     if batch:
-        written += (await conn.execute(_batches_statement(picked, now))).rowcount
+        if conn.dialect.name == "postgresql":  # SQLite has one writer at a time
+            await conn.execute(_lock_batches(picked))
+        statement = _batches_statement(conn.dialect.name, picked, now)
+        written += (await conn.execute(statement)).rowcount
     if written:
         await _announce(conn, db)
 
@@ -324,9 +369,25 @@ async def _announce(conn: Conn, db: Database) -> None:
     await dialect.signal(db, conn, SIGNAL)
 
 
-async def record_recovered(conn: Conn, db: Database, now: datetime) -> None:
-    """Deliveries for the runs a recovery ended at `now` (lost too often, or cancelled)."""
-    ended = [Status.COMPLETED.value, Status.CANCELLED.value]
-    await record_runs(
-        conn, db, lambda: and_(E.completed_at == now, E.status.in_(ended)), ENDED, batches=True
-    )
+async def end_runs(conn: Conn, db: Database, move: Update, events: Iterable[str]) -> int:
+    """Run `move` (a `moves` statement taking runs to a final status) and record what
+    it ended: each run's event, and `batch.finished` for a batch it ended last.
+
+    Returns how many runs moved. When no subscription wants any of it, the move
+    runs alone; else it returns the ids it moved, recorded `CHUNK` at a time.
+    """
+    events = list(events)
+    wanted = await _wanted(conn, db)
+    if wanted.isdisjoint([*events, BATCH_FINISHED]):
+        return int((await conn.execute(move)).rowcount)
+    ids = [row.id for row in await conn.execute(move.returning(E.id))]
+    await record_ids(conn, db, ids, events)
+    return len(ids)
+
+
+async def record_ids(conn: Conn, db: Database, ids: list[int], events: Iterable[str]) -> None:
+    """Deliveries for the runs `ids`, which ended (`end_runs`, a recovery)."""
+    events = list(events)
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start : start + CHUNK]
+        await record_runs(conn, db, functools.partial(E.id.in_, part), events, batches=True)

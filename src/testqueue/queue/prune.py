@@ -26,18 +26,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from testqueue import artifacts
 from testqueue.config import Settings
 from testqueue.database import Database
-from testqueue.models import Batch, Execution, utcnow
-from testqueue.vocabulary import TRANSITIONS, Result, Status
+from testqueue.models import Batch, Execution, ScheduleFire, WebhookDelivery, utcnow
+from testqueue.vocabulary import FINAL_STATUSES, DeliveryState, Result, Status
 
 E = Execution
 B = Batch
-# Finished: no move leads out of the status.
-_FINISHED = sorted(s.value for s, moves in TRANSITIONS.items() if not moves)
+_FINISHED = sorted(s.value for s in FINAL_STATUSES)
 _RESULT_COLUMNS = {
     Result.PASS: "passed",
     Result.FAIL: "failed",
@@ -58,6 +68,8 @@ class PruneReport:
     batches: set[int] = field(default_factory=set)
     held_batches: set[int] = field(default_factory=set)
     artifact_folders: int = 0
+    deliveries: int = 0  # settled webhook deliveries not of a run (batch and queue events)
+    ticks: int = 0  # schedule_fires rows
     transactions: int = 0
     longest_transaction_s: float = 0.0
 
@@ -73,6 +85,11 @@ class PruneReport:
         )
         if self.held_batches:
             text += f"; kept {len(self.held_batches)} batches with runs not yet finished or newer"
+        if self.deliveries or self.ticks:
+            text += (
+                f"; {verb} {self.deliveries} settled webhook deliveries and "
+                f"{self.ticks} schedule ticks from before it"
+            )
         if not self.dry_run and self.transactions:
             text += (
                 f"; {self.transactions} transactions, the longest "
@@ -171,6 +188,7 @@ async def prune(
     while stopping is None or not stopping.is_set():
         rows = await _next_chunk(db, cutoff, after, settings.prune_batch_size)
         if not rows:
+            await _sweep_the_rest(db, settings, cutoff, report, stopping)
             return report
         if after is not None and (rows[-1].completed_at, rows[-1].id) <= after:
             raise RuntimeError("retention read the same runs twice; stopping this pass")
@@ -192,6 +210,65 @@ async def prune(
         await _remove(db, settings, ids, report)
         await asyncio.sleep(0)  # let a waiting claim take its turn between two writes
     return report
+
+
+def _the_rest(cutoff: datetime) -> list[tuple[Any, ColumnElement[bool], str]]:
+    """What else grows with time: deliveries of batch and queue events (a run's go with it)
+    once settled, and the record of schedule ticks; with the field of the report."""
+    return [
+        (
+            WebhookDelivery,
+            and_(
+                WebhookDelivery.state != DeliveryState.PENDING,
+                WebhookDelivery.occurred_at < cutoff,
+            ),
+            "deliveries",
+        ),
+        (ScheduleFire, ScheduleFire.fired_at < cutoff, "ticks"),
+    ]
+
+
+async def _sweep_the_rest(
+    db: Database,
+    settings: Settings,
+    cutoff: datetime,
+    report: PruneReport,
+    stopping: asyncio.Event | None,
+) -> None:
+    """Remove `_the_rest` older than the cutoff, oldest first, a batch at a time."""
+    for table, older, field_name in _the_rest(cutoff):
+        if report.dry_run:
+            async with db.read() as conn:
+                found = (
+                    await conn.execute(select(func.count()).select_from(table).where(older))
+                ).scalar_one()
+            setattr(report, field_name, int(found))
+            continue
+        while stopping is None or not stopping.is_set():
+            async with db.read() as conn:
+                ids = (
+                    (
+                        await conn.execute(
+                            select(table.id)
+                            .where(older)
+                            .order_by(table.id)
+                            .limit(settings.prune_batch_size)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            if not ids:
+                break
+            async with db.write() as conn:
+                began = time.perf_counter()
+                gone = (await conn.execute(delete(table).where(table.id.in_(ids)))).rowcount
+            report.longest_transaction_s = max(
+                report.longest_transaction_s, time.perf_counter() - began
+            )
+            report.transactions += 1
+            setattr(report, field_name, getattr(report, field_name) + int(gone))
+            await asyncio.sleep(0)
 
 
 @asynccontextmanager

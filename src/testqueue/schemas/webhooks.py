@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -16,11 +16,11 @@ from testqueue.schemas.common import (
     TestCaseRef,
     Timestamped,
 )
+from testqueue.vocabulary import DeliveryState as DeliveryState
+from testqueue.vocabulary import PayloadFormat as PayloadFormat
 from testqueue.vocabulary import WebhookEvent
 
 Event = WebhookEvent
-PayloadFormat = Literal["json", "slack"]
-DeliveryState = Literal["pending", "delivered", "failed"]
 # The address rules (public addresses only) are checked when the URL is given.
 WebhookUrl = Annotated[
     str,
@@ -46,7 +46,7 @@ class WebhookCreate(Strict):
         default=None, description="only runs queued from this suite (batches of it)"
     )
     tag: Tag | None = None
-    payload_format: PayloadFormat = "json"
+    payload_format: PayloadFormat = PayloadFormat.JSON
     active: bool = True
 
 

@@ -27,9 +27,9 @@ from testqueue.config import Settings
 from testqueue.database import Database
 from testqueue.queue import counts as queue_counts
 from testqueue.queue.counts import Counts
-from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY
+from testqueue.vocabulary import HIGHEST_PRIORITY, LOWEST_PRIORITY, DeliveryState
 
-DELIVERY_STATES = ("pending", "delivered", "failed")
+DELIVERY_STATES = tuple(state.value for state in DeliveryState)
 
 
 def check_access(settings: Settings, authorization: str | None, client: str | None) -> None:

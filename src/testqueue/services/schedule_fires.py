@@ -72,7 +72,10 @@ async def fire_due(db: Database, now: datetime) -> int:
     async with db.read() as conn:
         due = list((await conn.execute(_DUE, {"now": now})).all())
     for row in due:
-        await fire(db, row, now)
+        try:
+            await fire(db, row, now)
+        except Exception:  # one schedule's trouble must not hold up the others
+            log.exception("schedule tick failed", extra={"schedule_id": row.id})
     return len(due)
 
 
@@ -89,7 +92,11 @@ async def fire(db: Database, row: Any, now: datetime) -> int | None:
     try:
         batch_id = await _fire_batch(db, row, seen, plan)
     except IntegrityError:
-        return None  # another host wrote this tick first (the unique key)
+        # This tick has its fire row already (a host with a slower clock fired it before
+        # a retime came back to it): move on from it, or every pass would try it again.
+        async with db.write() as conn:
+            await _claim(conn, row, seen, plan.next_at, None)
+        return None
     except (errors.TestqueueError, ValidationError) as exc:
         await _record_failure(db, row, seen, plan, _reason(exc))
         return None

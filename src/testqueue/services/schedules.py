@@ -46,6 +46,7 @@ async def create_schedule(db: Database, body: ScheduleCreate, actor: Actor) -> S
     """Save a schedule of `actor`'s; its first tick is the first after now."""
     await check_run(db, body.run)
     now = utcnow()
+    check_often(db, body, now)
     next_at = None if body.paused else _first_tick(body, now)
     async with db.write() as conn:
         schedule_id = (
@@ -65,6 +66,17 @@ async def create_schedule(db: Database, body: ScheduleCreate, actor: Actor) -> S
         await _signal(db, conn)
     _woken(db)
     return await read_schedule(db, schedule_id, actor)
+
+
+def check_often(db: Database, body: ScheduleFields, now: datetime) -> None:
+    """A schedule fires at most once every SCHEDULE_MIN_INTERVAL: a batch a second is a flood."""
+    least = db.settings.schedule_min_interval
+    gap = schedule_times.shortest_gap_s(body.cron, body.timezone, now)
+    if gap < least:
+        raise errors.InvalidInput(
+            f"cron {body.cron!r} fires every {gap:g} s; a schedule may fire at most once "
+            f"every {least:g} s (SCHEDULE_MIN_INTERVAL)"
+        )
 
 
 async def check_run(db: Database, run: BatchCreate) -> None:
@@ -110,6 +122,8 @@ async def update_schedule(
         await check_run(db, body.run)
     values: dict[str, Any] = {**_columns(body), "updated_at": utcnow()}
     retimed = (body.cron, body.timezone) != (current["cron"], current["timezone"])
+    if retimed:
+        check_often(db, body, utcnow())
     if retimed and not current["paused"]:
         values["next_fire_at"] = _first_tick(body, utcnow())
     await _change(db, current, actor, "schedule.update", values)

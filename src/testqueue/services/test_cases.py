@@ -176,7 +176,7 @@ async def delete_case(db: Database, test_case_id: int, actor: Actor) -> int:
         current = await _load(conn, test_case_id)
         _may_edit(current, actor)
         _not_archived(current)
-        cancelled = await queue.cancel_pending_of(conn, test_case_id, CANCELLED_CASE_DELETED)
+        cancelled = await queue.cancel_pending_of(conn, db, test_case_id, CANCELLED_CASE_DELETED)
         now = utcnow()
         await conn.execute(
             update(T).where(T.id == test_case_id).values(archived_at=now, updated_at=now)

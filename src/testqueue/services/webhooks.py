@@ -222,16 +222,37 @@ async def read_delivery(
         )
         if row is None:
             raise errors.NotFound(f"webhook {webhook_id} has no delivery {delivery_id}")
-        tries = await conn.execute(
-            select(WebhookAttempt.__table__)
-            .where(WebhookAttempt.delivery_id == delivery_id)
-            .order_by(WebhookAttempt.id)
-        )
-        attempts = [
+        tries = await _attempts(conn, [delivery_id])
+    return DeliveryDetail(**_delivery(row).model_dump(), tries=tries[delivery_id])
+
+
+async def latest_deliveries(
+    db: Database, webhook_id: int, actor: Actor, limit: int
+) -> tuple[list[DeliveryDetail], int]:
+    """A subscription's latest deliveries, newest first, each with every attempt (read
+    in one query), and how many it has in all."""
+    found = await list_deliveries(db, webhook_id, actor, None, limit, 0)
+    async with db.read() as conn:
+        tries = await _attempts(conn, [d.id for d in found.items])
+    details = [DeliveryDetail(**d.model_dump(), tries=tries[d.id]) for d in found.items]
+    return details, found.total
+
+
+async def _attempts(conn: Conn, delivery_ids: list[int]) -> dict[int, list[AttemptPublic]]:
+    """The attempts of each delivery, oldest first."""
+    found: dict[int, list[AttemptPublic]] = {i: [] for i in delivery_ids}
+    if not delivery_ids:
+        return found
+    rows = await conn.execute(
+        select(WebhookAttempt.__table__)
+        .where(WebhookAttempt.delivery_id.in_(delivery_ids))
+        .order_by(WebhookAttempt.delivery_id, WebhookAttempt.id)
+    )
+    for t in rows.mappings():
+        found[t["delivery_id"]].append(
             AttemptPublic(**{name: t[name] for name in AttemptPublic.model_fields})
-            for t in tries.mappings()
-        ]
-    return DeliveryDetail(**_delivery(row).model_dump(), tries=attempts)
+        )
+    return found
 
 
 async def send_again(db: Database, webhook_id: int, delivery_id: int, actor: Actor) -> None:

@@ -21,6 +21,8 @@ from testqueue.web.session import CurrentViewer
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 PAGE_SIZE = 25
+# Pages by number reach as far as the counted window; further back the pager's cursor goes.
+MAX_PAGE = executions.COUNT_WINDOW // PAGE_SIZE
 CHOICES_SHOWN = 500
 
 
@@ -71,7 +73,7 @@ async def show_history(
     user: Annotated[str, Query(max_length=20)] = "",
     before: Annotated[str, Query(max_length=20)] = "",
     after: Annotated[str, Query(max_length=20)] = "",
-    page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
+    page_number: Annotated[int, Query(alias="page", ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
     """Executions newest first; the filters are plain GET fields, so a filtered view is a link.
 

@@ -16,7 +16,7 @@ from testqueue.schemas.common import problem_text
 from testqueue.schemas.webhooks import WebhookCreate
 from testqueue.services import webhooks
 from testqueue.state import get_state
-from testqueue.vocabulary import MAX_BIGINT, MAX_INT_ID, WebhookEvent, parse_id
+from testqueue.vocabulary import MAX_BIGINT, MAX_INT_ID, PayloadFormat, WebhookEvent, parse_id
 from testqueue.web import forms
 from testqueue.web.render import PageRoute, done, page
 from testqueue.web.session import ChangingViewer, CurrentViewer, Viewer
@@ -26,6 +26,8 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 WebhookId = Annotated[int, Path(ge=1, le=MAX_INT_ID)]
 DeliveryId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 EVENTS = [event.value for event in WebhookEvent]
+FORMATS = [kind.value for kind in PayloadFormat]
+SHOWN = 50  # deliveries on a subscription's page
 FIELDS = ("url", "secret", "test_case_id", "suite_id", "tag", "payload_format")
 
 
@@ -35,12 +37,17 @@ async def _list_page(
     found = await webhooks.list_webhooks(get_state(request).db, viewer.actor, 500, 0)
     return page(
         request, "webhooks.html", viewer, status_code=status_code,
-        found=found, values=values, problem_text=problem, events=EVENTS, created=None,
+        found=found, values=values, problem_text=problem, events=EVENTS, formats=FORMATS,
+        created=None,
     )  # fmt: skip
 
 
 def _blank() -> dict[str, Any]:
-    return {**dict.fromkeys(FIELDS, ""), "payload_format": "json", "events": ["execution.finished"]}
+    return {
+        **dict.fromkeys(FIELDS, ""),
+        "payload_format": PayloadFormat.JSON.value,
+        "events": ["execution.finished"],
+    }
 
 
 @router.get("/webhooks")
@@ -71,7 +78,7 @@ def _body(values: dict[str, Any]) -> dict[str, Any]:
         "test_case_id": _ref(values, "test_case_id"),
         "suite_id": _ref(values, "suite_id"),
         "tag": values["tag"].strip() or None,
-        "payload_format": values["payload_format"] or "json",
+        "payload_format": values["payload_format"] or PayloadFormat.JSON.value,
     }
 
 
@@ -90,7 +97,8 @@ async def create_webhook(request: Request, viewer: ChangingViewer) -> Response:
     found = await webhooks.list_webhooks(state.db, viewer.actor, 500, 0)
     return page(
         request, "webhooks.html", viewer, status_code=201,
-        found=found, values=_blank(), problem_text="", events=EVENTS, created=made,
+        found=found, values=_blank(), problem_text="", events=EVENTS, formats=FORMATS,
+        created=made,
     )  # fmt: skip
 
 
@@ -99,11 +107,8 @@ async def show_webhook(request: Request, webhook_id: WebhookId, viewer: CurrentV
     """One subscription and its latest deliveries, each with its attempts."""
     db = get_state(request).db
     hook = await webhooks.read_webhook(db, webhook_id, viewer.actor)
-    found = await webhooks.list_deliveries(db, webhook_id, viewer.actor, None, 50, 0)
-    details = [
-        await webhooks.read_delivery(db, webhook_id, d.id, viewer.actor) for d in found.items
-    ]
-    return page(request, "webhook.html", viewer, hook=hook, deliveries=details, total=found.total)
+    details, total = await webhooks.latest_deliveries(db, webhook_id, viewer.actor, SHOWN)
+    return page(request, "webhook.html", viewer, hook=hook, deliveries=details, total=total)
 
 
 @router.post("/webhooks/{webhook_id:int}/delete")

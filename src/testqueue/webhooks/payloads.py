@@ -13,8 +13,8 @@ from typing import Any
 from testqueue.models import as_utc
 from testqueue.queue import outbox
 from testqueue.queue.deliveries import Due
+from testqueue.vocabulary import PayloadFormat
 
-FORMATS = ("json", "slack")
 _RUN_FACTS = ("status", "result", "attempt", "priority", "test_case_id", "user_id", "batch_id")
 
 
@@ -70,5 +70,5 @@ def text(due: Due) -> str:
 
 def body(due: Due) -> bytes:
     """The request body, in the subscription's format."""
-    content = {"text": text(due)} if due.payload_format == "slack" else document(due)
+    content = {"text": text(due)} if due.payload_format == PayloadFormat.SLACK else document(due)
     return json.dumps(content, separators=(",", ":")).encode()

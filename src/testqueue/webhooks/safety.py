@@ -2,7 +2,8 @@
 
 A URL that names a private address (loopback, link-local and the cloud
 metadata address in it, private and unique-local ranges, multicast,
-unspecified, reserved) is refused when the subscription is made; a host
+unspecified, reserved; and an IPv6 address that carries such an IPv4 one:
+mapped, 6to4, Teredo) is refused when the subscription is made; a host
 name is resolved when the request is sent, every address it resolves to is
 checked, and the request goes to the address checked (so a name that
 changes its answer between the check and the connection gains nothing).
@@ -21,9 +22,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from testqueue import errors
+from testqueue.schemas.common import MAX_URL_CHARS
 
 SCHEMES = ("http", "https")
-MAX_URL_CHARS = 2000
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -33,10 +34,20 @@ class Refused(Exception):
 
 
 def why_refused(address: Address) -> str | None:
-    """Why a request may not go to `address`, or None when it is a public one."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        return why_refused(mapped)
+    """Why a request may not go to `address`, or None when it is a public one.
+
+    An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo's client)
+    is judged by the IPv4 address too: a relay would deliver it there.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        teredo_client = address.teredo[1] if address.teredo else None
+        for carried in (address.ipv4_mapped, address.sixtofour, teredo_client):
+            if carried is not None:
+                reason = why_refused(carried)
+                if reason:
+                    return f"{reason} ({address} carries {carried})"
+        if address.ipv4_mapped is not None:
+            return None
     for reason, hit in (
         ("a loopback address", address.is_loopback),
         ("a link-local address (cloud metadata lives there)", address.is_link_local),

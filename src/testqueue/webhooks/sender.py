@@ -3,6 +3,11 @@
 Redirects are not followed (a 3xx is a failed attempt: the receiver must give
 the URL it means), the answer's body is read up to `EXCERPT_BYTES`, and the
 whole attempt, connection included, ends at `WEBHOOK_TIMEOUT`.
+
+Each attempt has a connection of its own (`Connection: close`, nothing kept
+alive): requests go to a checked address, and a pool keyed by address would
+let one subscription's request reuse a TLS connection verified for another
+subscription's host name that resolves to the same address.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ USER_AGENT = "testqueue-webhooks"
 
 
 def client(settings: Settings) -> httpx.AsyncClient:
-    """The HTTP client of a delivery loop: no redirects, no proxy from the environment."""
+    """The HTTP client of a delivery loop: no redirects, no proxy from the environment,
+    no connection kept for the next request."""
     return httpx.AsyncClient(
         follow_redirects=False,
         timeout=httpx.Timeout(settings.webhook_timeout),
         trust_env=False,
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": USER_AGENT, "Connection": "close"},
+        limits=httpx.Limits(max_keepalive_connections=0),
     )
 
 

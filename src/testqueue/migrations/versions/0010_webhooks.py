@@ -18,6 +18,7 @@ depends_on = None
 STAMP = sa.DateTime(timezone=True)
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 PENDING = "state = 'pending'"
+BATCH_FINISHED = "event = 'batch.finished'"
 
 
 def upgrade() -> None:
@@ -86,6 +87,15 @@ def upgrade() -> None:
         )
     op.create_index(
         "ix_webhook_deliveries_subscription", "webhook_deliveries", ["subscription_id", "id"]
+    )
+    # One batch.finished per subscription and batch, whatever two transactions do.
+    op.create_index(
+        "ux_webhook_deliveries_batch_finished",
+        "webhook_deliveries",
+        ["subscription_id", "batch_id"],
+        unique=True,
+        sqlite_where=sa.text(BATCH_FINISHED),
+        postgresql_where=sa.text(BATCH_FINISHED),
     )
     op.create_index("ix_webhook_deliveries_execution_id", "webhook_deliveries", ["execution_id"])
     op.create_index("ix_webhook_deliveries_batch_id", "webhook_deliveries", ["batch_id"])
