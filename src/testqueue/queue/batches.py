@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import and_, insert, update
+from sqlalchemy import insert, update
 
 from testqueue import audit, errors
 from testqueue.database import Conn, Database
@@ -101,21 +101,17 @@ async def cancel_batch(db: Database, batch_id: int, note: audit.Note | None = No
             )
         )
         running = [row.id for row in stopping]
-        await conn.execute(
+        await outbox.end_runs(
+            conn,
+            db,
             moves.move(
                 Status.PENDING,
                 Status.CANCELLED,
                 E.batch_id == batch_id,
                 completed_at=now,
                 error_message=CANCELLED_PENDING,
-            )
-        )
-        await outbox.record_runs(
-            conn,
-            db,
-            lambda: and_(E.batch_id == batch_id, E.completed_at == now),
+            ),
             [outbox.CANCELLED],
-            batches=True,
         )
         marked = await conn.execute(
             update(Batch)

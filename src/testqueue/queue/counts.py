@@ -158,8 +158,12 @@ async def read_tallies(conn: Conn) -> dict[Key, tuple[int, float]]:
     return {(f, label, d): (int(n or 0), float(s or 0.0)) for f, label, d, n, s in rows}
 
 
+# One statement, outside a transaction (one round trip): the try-lock is held to its end,
+# and a reader that finds it held (another folding now) deletes nothing.
 _FOLD = text(
-    "WITH gone AS (DELETE FROM tally_deltas RETURNING family, label, detail, n, sum_s) "
+    "WITH mine AS (SELECT pg_try_advisory_xact_lock(:key) AS held), "
+    "gone AS (DELETE FROM tally_deltas WHERE (SELECT held FROM mine) "
+    "RETURNING family, label, detail, n, sum_s) "
     "INSERT INTO tallies (family, label, detail, n, sum_s) "
     "SELECT family, label, detail, sum(n), sum(sum_s) FROM gone "
     # One order for every fold, so two folds could never hold rows the other wants.
@@ -167,14 +171,12 @@ _FOLD = text(
     "ON CONFLICT (family, label, detail) DO UPDATE "
     "SET n = tallies.n + excluded.n, sum_s = tallies.sum_s + excluded.sum_s"
 )
-_TRY_FOLD_LOCK = select(func.pg_try_advisory_xact_lock(FOLD_LOCK_KEY))
 
 
 async def fold(db: Database) -> None:
     """Fold PostgreSQL's appended changes into `tallies`, unless another reader is at it."""
-    async with db.write() as conn:
-        if (await conn.execute(_TRY_FOLD_LOCK)).scalar_one():
-            await conn.execute(_FOLD)
+    async with db.write_one() as conn:
+        await conn.execute(_FOLD, {"key": FOLD_LOCK_KEY})
 
 
 async def _nothing_to_fold(_db: Database) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import select, update
 
 from testqueue import audit
 from testqueue.database import Database
-from testqueue.models import Execution, QueueState, utcnow
+from testqueue.models import QueueState, utcnow
 from testqueue.queue import dialect, moves, outbox
 from testqueue.vocabulary import CANCELLED_BY_CLEAR, Status
 
@@ -19,33 +18,21 @@ async def clear(db: Database, note: audit.Note | None = None) -> int:
     """Cancel every pending execution in one statement; running ones go on (invariant 8)."""
     now = utcnow()
     async with db.write() as conn:
-        result = await conn.execute(
+        removed = await outbox.end_runs(
+            conn,
+            db,
             moves.move(
                 Status.PENDING,
                 Status.CANCELLED,
                 completed_at=now,
                 error_message=CANCELLED_BY_CLEAR,
-            )
+            ),
+            [outbox.CANCELLED],
         )
-        removed = int(result.rowcount)
-        if removed:
-            await outbox.record_runs(
-                conn, db, lambda: _cleared(now), [outbox.CANCELLED], batches=True
-            )
         if note is not None:
             await audit.write(conn, replace(note, detail={**note.detail, "removed": removed}))
         await dialect.signal(db, conn)
     return removed
-
-
-def _cleared(now: datetime) -> ColumnElement[bool]:
-    """The runs one clear cancelled."""
-    E = Execution
-    return and_(
-        moves.in_status(Status.CANCELLED),
-        E.completed_at == now,
-        E.error_message == CANCELLED_BY_CLEAR,
-    )
 
 
 async def _change_state(

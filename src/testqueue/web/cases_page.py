@@ -175,9 +175,7 @@ async def delete_test_case(
     request: Request, test_case_id: TestCaseId, viewer: ChangingViewer
 ) -> Response:
     """Delete (archive) a test case after the confirmation; its pending runs are cancelled."""
-    form = await forms.read(request)
-    if forms.text(form, "confirm") != "yes":
-        raise errors.BadRequest("confirm that the test case should be deleted")
+    await forms.confirmed(request, "the test case should be deleted")
     cancelled = await test_cases.delete_case(get_state(request).db, test_case_id, viewer.actor)
     runs = "run" if cancelled == 1 else "runs"
     return done(

@@ -21,6 +21,14 @@ async def read(request: Request) -> FormData:
     return await request.form()
 
 
+async def confirmed(request: Request, what: str) -> FormData:
+    """The form of a destructive action, once its `confirm` box says yes; BadRequest if not."""
+    form = await read(request)
+    if text(form, "confirm") != "yes":
+        raise errors.BadRequest(f"confirm that {what}")
+    return form
+
+
 def text(form: FormData, name: str, default: str = "") -> str:
     value = form.get(name, default)
     return value.strip() if isinstance(value, str) else default

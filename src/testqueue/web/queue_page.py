@@ -99,9 +99,7 @@ async def confirm_clear(request: Request, viewer: CurrentViewer) -> Response:
 async def clear_queue(request: Request, viewer: ChangingViewer) -> Response:
     """Cancel every pending execution in one transaction (admins only); running ones go on."""
     viewer.actor.require_admin()
-    form = await forms.read(request)
-    if forms.text(form, "confirm") != "yes":
-        raise errors.BadRequest("confirm that every pending execution should be cancelled")
+    await forms.confirmed(request, "every pending execution should be cancelled")
     removed = await overview.clear(get_state(request).db, viewer.actor)
     log.info("queue cleared from the dashboard", extra={"removed": removed, "by": viewer.id})
     runs = "execution" if removed == 1 else "executions"

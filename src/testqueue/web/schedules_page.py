@@ -201,8 +201,6 @@ async def delete_schedule(
     request: Request, schedule_id: ScheduleId, viewer: ChangingViewer
 ) -> Response:
     """Delete a schedule (its owner, or an admin); its batches stay."""
-    form = await forms.read(request)
-    if forms.text(form, "confirm") != "yes":
-        raise errors.BadRequest("confirm that the schedule should be deleted")
+    await forms.confirmed(request, "the schedule should be deleted")
     await schedules.delete_schedule(get_state(request).db, schedule_id, viewer.actor)
     return done(request, "Schedule deleted.", "/schedules")

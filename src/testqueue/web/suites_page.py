@@ -126,9 +126,7 @@ async def update_suite(request: Request, suite_id: SuiteId, viewer: ChangingView
 @router.post("/suites/{suite_id:int}/delete")
 async def delete_suite(request: Request, suite_id: SuiteId, viewer: ChangingViewer) -> Response:
     """Delete a suite (its owner, or an admin); its batches stay."""
-    form = await forms.read(request)
-    if forms.text(form, "confirm") != "yes":
-        raise errors.BadRequest("confirm that the suite should be deleted")
+    await forms.confirmed(request, "the suite should be deleted")
     await suites.delete_suite(get_state(request).db, suite_id, viewer.actor)
     return done(request, "Suite deleted.", "/suites")
 

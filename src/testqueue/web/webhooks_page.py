@@ -116,9 +116,7 @@ async def delete_webhook(
     request: Request, webhook_id: WebhookId, viewer: ChangingViewer
 ) -> Response:
     """Delete a subscription and its deliveries."""
-    form = await forms.read(request)
-    if forms.text(form, "confirm") != "yes":
-        raise errors.BadRequest("confirm that the webhook should be deleted")
+    await forms.confirmed(request, "the webhook should be deleted")
     await webhooks.delete_webhook(get_state(request).db, webhook_id, viewer.actor)
     return done(request, "Webhook deleted.", "/webhooks")
 
