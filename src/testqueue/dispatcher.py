@@ -189,6 +189,8 @@ class Dispatcher:
             self._db.wakeups.schedules_event.set()
         elif payload == dialect.RECONNECTED:
             self._db.wakeups.wake_all()
+        elif payload == dialect.BOARD_SIGNAL:
+            return  # runs started or expired elsewhere: no slot was freed
         elif payload != f"freed:{self.claimer.worker_id}":  # our own slots we refilled already
             self._db.wakeups.wake()
 

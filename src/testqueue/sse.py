@@ -1,10 +1,13 @@
 """Server-Sent Events: streams that push state only when it changed, for the dashboard
 and the API alike.
 
-Changes can come from any process that shares the database (several workers,
-several API hosts), so no in-process signal sees them all. Each open stream
-instead asks the database a cheap question twice a second and builds and
-sends the full state only when the answer moved. A stream ends when the
+A stream is told when there may be news in one of two ways. The queue page
+waits on its process's broadcaster (`web.live`), which hears every change to
+the queue (in this process, and from other hosts by NOTIFY), builds the board
+once and hands it to every open stream: an idle queue costs nothing however
+many tabs watch it. Pages about one execution or one batch ask the database a
+cheap question twice a second and send the full state only when the answer
+moved. A stream ends when the
 client goes away (Starlette cancels it), when the server is stopping (see
 `shutdown`), and after `STREAM_MAX_S` in any case: the client reconnects on
 its own, and that re-checks its credentials, so a disabled account stops
@@ -25,6 +28,7 @@ from starlette.requests import HTTPConnection
 from testqueue import errors
 from testqueue.database import is_unavailable
 from testqueue.shutdown import stop_signal
+from testqueue.wakeups import first_of
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -49,41 +53,59 @@ def message(event: str, data: Any, event_id: str | None = None) -> str:
 END = message("end", {})
 
 
-def stream(request: HTTPConnection, produce: Produce) -> StreamingResponse:
-    """A text/event-stream response that calls `produce` every `POLL_S` until it should end."""
+def stream(
+    request: HTTPConnection,
+    produce: Produce,
+    news: asyncio.Event | None = None,
+    around: contextlib.AbstractAsyncContextManager[Any] | None = None,
+) -> StreamingResponse:
+    """A text/event-stream response that calls `produce` until it should end: whenever
+    `news` is set (`produce` clears it), or without `news` every `POLL_S`. `around` is
+    entered while the stream is open (a subscription, say)."""
     stop = stop_signal(request)
 
     async def events() -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        until = loop.time() + STREAM_MAX_S
-        quiet_since = loop.time()
-        yield f"retry: {RETRY_MS}\n\n"
-        while loop.time() < until and not stop.stopping.is_set():
-            try:
-                text = await produce()
-            except errors.NotFound:
-                # Deleted while watched: nothing more will come, so say so and end.
-                yield END
-                return
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                text = ""  # the database is away for a moment: look again next tick
-            if text:
-                quiet_since = loop.time()
+        async with around or contextlib.nullcontext():
+            async for text in _ticks(stop.stopping, produce, news):
                 yield text
-            elif loop.time() - quiet_since >= KEEPALIVE_S:
-                # A write is how a vanished client is noticed on servers that
-                # do not report disconnects; proxies also drop silent streams.
-                quiet_since = loop.time()
-                yield PING
-            if text.endswith(END):
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.stopping.wait(), POLL_S)
 
     return StreamingResponse(
         events(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _ticks(
+    stopping: asyncio.Event, produce: Produce, news: asyncio.Event | None
+) -> AsyncIterator[str]:
+    """What one stream sends, until it should end."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + STREAM_MAX_S
+    quiet_since = loop.time()
+    yield f"retry: {RETRY_MS}\n\n"
+    while loop.time() < until and not stopping.is_set():
+        try:
+            text = await produce()
+        except errors.NotFound:
+            # Deleted while watched: nothing more will come, so say so and end.
+            yield END
+            return
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            text = ""  # the database is away for a moment: look again next tick
+        if text:
+            quiet_since = loop.time()
+            yield text
+        elif loop.time() - quiet_since >= KEEPALIVE_S:
+            # A write is how a vanished client is noticed on servers that
+            # do not report disconnects; proxies also drop silent streams.
+            quiet_since = loop.time()
+            yield PING
+        if text.endswith(END):
+            return
+        left = min(until - loop.time(), KEEPALIVE_S - (loop.time() - quiet_since))
+        if news is None:
+            left = min(left, POLL_S)
+        await first_of(stopping, *([news] if news else []), timeout=max(0.0, left))

@@ -26,15 +26,28 @@ class Wakeups:
         self.delivery_event = asyncio.Event()
         # The events some subscription wants, and when that was read (`queue.outbox`).
         self.webhook_events: tuple[float, frozenset[str]] | None = None
+        # The queue board may have changed: the live pages' broadcaster looks (`web.live`).
+        self.board_event = asyncio.Event()
 
     def wake(self) -> None:
-        """Make the dispatcher run a pass now."""
+        """Make the dispatcher run a pass now (the board may have changed too)."""
         self.event.set()
+        self.board_event.set()
+
+    def changed(self) -> None:
+        """Runs started or ended here, or a change came from elsewhere: the board may differ."""
+        self.board_event.set()
 
     def wake_all(self) -> None:
         """Every loop looks again: after a lost notification channel, anything may have changed."""
         self.webhook_events = None
-        for event in (self.event, self.deadline_event, self.schedules_event, self.delivery_event):
+        for event in (
+            self.event,
+            self.deadline_event,
+            self.schedules_event,
+            self.delivery_event,
+            self.board_event,
+        ):
             event.set()
 
     def request_cancel(self, execution_id: int) -> None:

@@ -95,7 +95,9 @@ async def set_priority(
 
 
 async def cancel_pending_of(conn: Conn, db: Database, test_case_id: int, reason: str) -> int:
-    """Cancel the pending runs of one test case, inside the caller's transaction."""
+    """Cancel the pending runs of one test case, inside the caller's transaction (the caller
+    calls `db.wakeups.wake()` once it commits)."""
+    await dialect.signal(db, conn, dialect.BOARD_SIGNAL)
     return await outbox.end_runs(
         conn,
         db,

@@ -183,6 +183,10 @@ async def settle(
             )
         if finished:
             await dialect.signal(db, conn, f"freed:{claimer.worker_id}")
+        elif claimed:
+            await dialect.signal(db, conn, dialect.BOARD_SIGNAL)
+    if finished or claimed:
+        db.wakeups.changed()
     return claimed
 
 

@@ -79,6 +79,8 @@ class Dialect(Protocol):
 
 # The listener's own word: its channel was (re)opened, so every loop looks again.
 RECONNECTED = postgres.RECONNECTED
+# What a NOTIFY says when runs started or expired: live boards care, dispatchers do not.
+BOARD_SIGNAL = "board"
 
 SQLITE: Dialect = sqlite.SqliteDialect()
 POSTGRES: Dialect = postgres.PostgresDialect()

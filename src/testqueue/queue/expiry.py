@@ -15,7 +15,7 @@ from sqlalchemy import and_, bindparam, func, select
 
 from testqueue.database import Database
 from testqueue.models import Execution, as_utc, utcnow
-from testqueue.queue import moves, outbox
+from testqueue.queue import dialect, moves, outbox
 from testqueue.queue.order import PENDING
 from testqueue.vocabulary import Status, expired_message
 
@@ -70,4 +70,6 @@ async def expire_due(db: Database) -> int:
             [outbox.EXPIRED],
             batches=True,
         )
+        await dialect.signal(db, conn, dialect.BOARD_SIGNAL)
+    db.wakeups.changed()
     return len(due)

@@ -181,6 +181,8 @@ async def delete_case(db: Database, test_case_id: int, actor: Actor) -> int:
         await conn.execute(
             update(T).where(T.id == test_case_id).values(archived_at=now, updated_at=now)
         )
+    if cancelled:
+        db.wakeups.changed()
     return cancelled
 
 

@@ -102,16 +102,39 @@ class _Context:
         return max(0.0, (self.now - as_utc(moment)).total_seconds()) if moment else 0.0
 
 
-async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
-    """The board for one viewer: what runs, what waits, and what this viewer may do to each."""
-    settings = state.settings
+@dataclass(frozen=True)
+class Collected:
+    """What the board shows, read once for every viewer: the queue and the names in it."""
+
+    snap: queue_status.Snapshot
+    cases: dict[int, Any]
+    users: dict[int, str]
+    default_timeout_s: float
+    now: datetime
+
+
+async def collect(state: AppState) -> Collected:
+    """The queue as the board shows it, whoever looks."""
     snap = await queue_status.snapshot(state.db, LINE_SHOWN, 0)
     rows = [*snap.active, *snap.queue]
     async with state.db.read() as conn:
         cases, users = await _names(
             conn, (r["test_case_id"] for r in rows), (r["user_id"] for r in rows)
         )
-    ctx = _Context(viewer, cases, users, settings.execution_timeout, utcnow())
+    return Collected(snap, cases, users, state.settings.execution_timeout, utcnow())
+
+
+async def build(state: AppState, viewer: Viewer) -> dict[str, Any]:
+    """The board for one viewer: what runs, what waits, and what this viewer may do to each."""
+    return shown(await collect(state), viewer)
+
+
+def shown(collected: Collected, viewer: Viewer) -> dict[str, Any]:
+    """The collected board as one viewer sees it (which runs are theirs, which they may change)."""
+    snap = collected.snap
+    ctx = _Context(
+        viewer, collected.cases, collected.users, collected.default_timeout_s, collected.now
+    )
     line = _line(ctx, snap)
     return {
         "slots": snap.max_concurrent,
