@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -49,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--no-worker", action="store_true", help="API only: run no executions in this process"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="PostgreSQL: serve from N processes sharing the port, each with a share of "
+        "DATABASE_POOL_SIZE (and, unless --no-worker, a dispatcher); default 1",
     )
 
     commands.add_parser(
@@ -164,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
+        if args.workers > 1:
+            return serve_many(settings, args.host, args.port, args.workers, not args.no_worker)
         return serve(settings, args.host, args.port, with_worker=not args.no_worker)
     if args.command == "worker":
         migrate(settings)
@@ -196,6 +208,70 @@ def serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> int
     app = create_app(settings, with_worker=with_worker, on_bootstrap=_announce_admin)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     return 0
+
+
+# `serve --workers N`: at most this many processes.
+MAX_SERVE_WORKERS = 64
+# How `serve --workers N` tells its processes what they serve (uvicorn builds each one's
+# app by name, with no arguments).
+_SERVED_ENV = "TESTQUEUE_SERVED_WITH_WORKER"
+
+
+def serve_many(settings: Settings, host: str, port: int, workers: int, with_worker: bool) -> int:
+    """`serve` in `workers` processes on one port (PostgreSQL only).
+
+    The schema and the first admin are made here, once, before the processes
+    start, so they never race each other; each then takes its share of the pool.
+    """
+    import uvicorn
+
+    if settings.is_sqlite:
+        print(
+            "error: --workers needs PostgreSQL: SQLite takes one writing process. Run `serve` "
+            "without --workers, or set DATABASE_URL to a PostgreSQL database.",
+            file=sys.stderr,
+        )
+        return 2
+    if not 1 <= workers <= MAX_SERVE_WORKERS:
+        print(f"error: --workers takes 1..{MAX_SERVE_WORKERS}", file=sys.stderr)
+        return 2
+    migrate(settings)
+    _run_loop(_bootstrap(settings))
+    share = max(2, math.ceil(settings.database_pool_size / workers))
+    os.environ["DATABASE_POOL_SIZE"] = str(share)
+    os.environ[_SERVED_ENV] = "1" if with_worker else "0"
+    uvicorn.run(
+        "testqueue.cli:served_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def served_app() -> Any:
+    """One process of `serve --workers N`: the app, from the environment its parent set."""
+    from testqueue.app import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings, with_worker=os.environ.get(_SERVED_ENV) != "0")
+
+
+async def _bootstrap(settings: Settings) -> None:
+    """The signing key and the first admin, made once by the parent of `serve --workers`."""
+    db = Database(settings)
+    accounts = Accounts(settings, db)
+    try:
+        made = await accounts.start()
+        if made is not None:
+            _announce_admin(made)
+    finally:
+        accounts.close()
+        await db.dispose()
 
 
 def _announce_admin(bootstrap: Bootstrap) -> None:

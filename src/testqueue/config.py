@@ -26,6 +26,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
     max_concurrent_executions: int = Field(default=5, ge=1, le=MAX_SLOTS)
     queue_check_interval: float = Field(default=2.0, gt=0, le=3600)
     execution_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -152,6 +152,8 @@ class Database:
         self.is_sqlite = settings.is_sqlite
         self.kind = "sqlite" if settings.is_sqlite else "postgresql"
         self.wakeups = Wakeups()
+        # Upkeep started by a request but not part of its answer (`in_background`).
+        self._background: set[asyncio.Task[None]] = set()
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         if self.is_sqlite:
@@ -164,15 +166,16 @@ class Database:
         else:
             url = async_url(settings.database_url)
             connect_args = {"application_name": application_name()}
+            size = settings.database_pool_size
             self._engine = create_async_engine(
-                url, pool_size=10, max_overflow=20, connect_args=connect_args
+                url, pool_size=size, max_overflow=2 * size, connect_args=connect_args
             )
             # Under READ COMMITTED every statement reads its own snapshot, in a
             # transaction or not; without one a read is one round trip, not three.
             self._reader = create_async_engine(
                 url,
-                pool_size=5,
-                max_overflow=20,
+                pool_size=max(1, size // 2),
+                max_overflow=2 * size,
                 connect_args=connect_args,
                 isolation_level="AUTOCOMMIT",
             )
@@ -235,7 +238,14 @@ class Database:
         """
         await conn.invalidate()
 
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the caller; `dispose` waits for it."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def dispose(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._engine is not None and self._reader is not None:
             await self._engine.dispose()
             await self._reader.dispose()

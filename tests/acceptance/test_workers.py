@@ -180,3 +180,31 @@ def test_a_worker_whose_connections_drop_comes_back_and_goes_on(
         timeout=10,
     )
     assert "listen connection lost" in worker.log()
+
+
+def test_serve_with_workers_answers_from_each_process_and_runs_the_queue(
+    tmp_path: Path, postgres_url: str, cluster: list[Process]
+) -> None:
+    """`serve --workers 3`: three processes on one port, each an API and a dispatcher."""
+    server = Server(tmp_path, postgres_url, "--workers", "3", max_concurrent_executions=SLOTS)
+    cluster.append(server)
+    server.start()
+    wait_for(lambda: _live_workers(server), lambda live: live == 3)
+    case_id = server.call(
+        "POST", "/tests", json={"title": "quick", "command": ["true"], "timeout_seconds": 30}
+    )["id"]
+    ids = [server.call("POST", f"/executions/tests/{case_id}/run")["id"] for _ in range(30)]
+    wait_for(
+        lambda: [server.call("GET", f"/executions/{i}")["status"] for i in ids],
+        lambda statuses: set(statuses) == {"completed"},
+    )
+    assert server.terminate() in (0, -15), server.log()[-3000:]
+
+
+def test_serve_with_workers_refuses_sqlite_and_says_why(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    server = Server(tmp_path, url, "--workers", "2")
+    Process.start(server)  # not Server.start: it never becomes healthy
+    assert server.popen is not None
+    assert server.popen.wait(timeout=30) == 2
+    assert "--workers needs PostgreSQL" in server.log()

@@ -35,15 +35,18 @@ def mount(app: FastAPI) -> None:
     """Add the API's routes and its error answers to `app`."""
     _add_error_handlers(app)
     once = Depends(deps.query_once(PREFIX))
+    # Routes are matched in this order, one by one: the calls made most (queueing runs,
+    # reading the line and the runs) come first. `queue_routes` precedes `executions`,
+    # whose `/executions/{execution_id}` would otherwise take `/executions/queue`.
     for module in (
-        auth,
-        users,
-        tests,
-        suites,
-        batches,
-        schedules,
         queue_routes,
         executions,
+        batches,
+        tests,
+        auth,
+        users,
+        suites,
+        schedules,
         audit,
         webhooks,
     ):

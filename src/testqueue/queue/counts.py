@@ -16,10 +16,13 @@ so it is exact whether or not the deltas were folded; folding them into
 from __future__ import annotations
 
 import math
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select, text
+from sqlalchemy import Integer, String, bindparam, cast, func, literal_column, select, text
 
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, QueueState, Tally, TallyDelta, Worker
@@ -34,6 +37,9 @@ BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3
 INF = "+Inf"
 # A lock only the fold takes: a reader that finds it held skips folding.
 FOLD_LOCK_KEY = 0x7465_7374_7461  # "testta"
+# Each process folds at most this often; between folds a read sums a few more deltas.
+FOLD_EVERY_S = 1.0
+_folded_at: weakref.WeakKeyDictionary[Database, float] = weakref.WeakKeyDictionary()
 
 Key = tuple[str, str, str]
 
@@ -122,7 +128,20 @@ _SUMMED = select(
     func.sum(_TALLIES.c.n),
     func.sum(_TALLIES.c.sum_s),
 ).group_by(_TALLIES.c.family, _TALLIES.c.label, _TALLIES.c.detail)
-_PENDING = select(E.priority, func.count()).where(PENDING).group_by(E.priority)
+# The line by priority, as rows of the same shape as the tallies: read in one statement.
+PENDING_FAMILY = "pending"
+_PENDING: Any = (
+    select(
+        literal_column(f"'{PENDING_FAMILY}'"),
+        cast(E.priority, String),
+        literal_column("''"),
+        func.count(),
+        literal_column("0.0"),
+    )
+    .where(PENDING)
+    .group_by(E.priority)
+)
+_SUMMED_AND_PENDING = _SUMMED.union_all(_PENDING)
 
 
 _QUEUE_ROW = select(
@@ -142,19 +161,22 @@ async def read(db: Database) -> Counts:
     settings = db.settings
     await _FOLDS[dialect.of(db).name](db)
     async with db.read() as conn:
-        pending = {int(p): int(n) for p, n in await conn.execute(_PENDING)}
         given = {
             "default_slots": settings.max_concurrent_executions,
             "cutoff": live_after(settings.lease_ttl),
         }
         row = (await conn.execute(_QUEUE_ROW, given)).one()
-        tallies = await read_tallies(conn)
-    return Counts(pending, int(row[2]), int(row[0]), bool(row[1]), int(row[3]), tallies)
+        tallies = await read_tallies(conn, _SUMMED_AND_PENDING)
+    pending = {
+        int(label): n for (family, label, _), (n, _s) in tallies.items() if family == PENDING_FAMILY
+    }
+    kept = {key: value for key, value in tallies.items() if key[0] != PENDING_FAMILY}
+    return Counts(pending, int(row[2]), int(row[0]), bool(row[1]), int(row[3]), kept)
 
 
-async def read_tallies(conn: Conn) -> dict[Key, tuple[int, float]]:
+async def read_tallies(conn: Conn, statement: Any = _SUMMED) -> dict[Key, tuple[int, float]]:
     """Every tally, kept and not yet folded, summed in one snapshot."""
-    rows = await conn.execute(_SUMMED)
+    rows = await conn.execute(statement)
     return {(f, label, d): (int(n or 0), float(s or 0.0)) for f, label, d, n, s in rows}
 
 
@@ -174,7 +196,12 @@ _FOLD = text(
 
 
 async def fold(db: Database) -> None:
-    """Fold PostgreSQL's appended changes into `tallies`, unless another reader is at it."""
+    """Fold PostgreSQL's appended changes into `tallies`, unless another reader is at it or
+    this process folded less than `FOLD_EVERY_S` ago (a read sums what is left either way)."""
+    now = time.monotonic()
+    if now - _folded_at.get(db, -math.inf) < FOLD_EVERY_S:
+        return
+    _folded_at[db] = now
     async with db.write_one() as conn:
         await conn.execute(_FOLD, {"key": FOLD_LOCK_KEY})
 

@@ -26,7 +26,16 @@ from sqlalchemy import (
 from testqueue import errors
 from testqueue.database import Conn, Database
 from testqueue.models import Execution, TestCase, utcnow
-from testqueue.queue import backpressure, dialect, expiry, moves, new_run, outbox, positions
+from testqueue.queue import (
+    backpressure,
+    dialect,
+    expiry,
+    moves,
+    new_run,
+    outbox,
+    planner_stats,
+    positions,
+)
 from testqueue.queue.order import PENDING
 from testqueue.queue.policy import Policies
 from testqueue.queue.positions import position_in
@@ -74,6 +83,7 @@ async def enqueue(
         await backpressure.admit(conn, db.settings, user_id, len(test_case_ids))
         queued = await queue_in(conn, test_case_ids, user_id, options, db=db)
     db.wakeups.wake()
+    planner_stats.queued(db, len(queued))
     return queued
 
 
@@ -204,6 +214,7 @@ async def _enqueue_one(
             await outbox.record_runs(conn, db, lambda: E.id == row.id, [outbox.QUEUED])
         position = await position_in(conn, db, row.id, row.priority, now)
     db.wakeups.wake()
+    planner_stats.queued(db, 1)
     return Queued(row.id, row.test_case_id, row.priority, position)
 
 

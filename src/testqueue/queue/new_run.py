@@ -21,9 +21,11 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    false,
     func,
-    literal,
+    literal_column,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
@@ -60,9 +62,20 @@ GIVEN = ("user_id", "browser", "environment", "triggered_by", "batch_id")
 
 def _run_priority(asked: Any) -> Any:
     """A new run's priority: the one asked for, else its test case's."""
+    words = {_inline(word): _inline(number) for word, number in PRIORITY_WORDS.items()}
     return func.coalesce(
-        asked, case(PRIORITY_WORDS, value=TestCase.priority, else_=DEFAULT_PRIORITY)
+        asked, case(words, value=TestCase.priority, else_=_inline(DEFAULT_PRIORITY))
     )
+
+
+def _inline(value: bool | int | str, type_: Any = None) -> Any:
+    """A constant written into the compiled statement, not sent as a parameter: a run call
+    then sends few enough parameters for psycopg to keep the statement's parsed form."""
+    if isinstance(value, bool):
+        return true() if value else false()
+    if isinstance(value, int):
+        return literal_column(str(int(value)), type_ or Integer)
+    return literal_column("'" + value.replace("'", "''") + "'", type_ or String)
 
 
 def base_url() -> Any:
@@ -136,7 +149,7 @@ def _run_values(asked_priority: Any) -> dict[Any, Any]:
     """
     columns = E.__table__.c
     values: dict[Any, Any] = {
-        columns[name]: literal(value, columns[name].type) for name, value in NEW_RUN.items()
+        columns[name]: _inline(value, columns[name].type) for name, value in NEW_RUN.items()
     }
     values.update({columns[name]: bindparam(name, type_=columns[name].type) for name in GIVEN})
     values.update(

@@ -50,6 +50,8 @@ class Actor:
     role: Role
     session_id: str | None = None
     token_id: int | None = None
+    # When the account was made, as the token check read it (`GET /users/me` needs no more).
+    created_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -84,7 +86,7 @@ class Bootstrap:
 
 U = User
 _BY_SESSION = (
-    select(U.id, U.username, U.role, U.is_active)
+    select(U.id, U.username, U.role, U.is_active, U.created_at)
     .join(Session, Session.user_id == U.id)
     .where(Session.id == bindparam("sid"), Session.expires_at > bindparam("now"))
 )
@@ -94,6 +96,7 @@ _BY_ACCESS_TOKEN = (
         U.username,
         U.role,
         U.is_active,
+        U.created_at,
         AccessToken.id.label("token_id"),
         AccessToken.expires_at,
         AccessToken.last_used_at,
@@ -222,7 +225,9 @@ class Accounts:
             raise errors.Unauthorized("this session has ended: sign in again")
         if not row.is_active:
             raise errors.Unauthorized("this account is disabled")
-        return Actor(row.id, row.username, Role(row.role), session_id=session_id)
+        return Actor(
+            row.id, row.username, Role(row.role), session_id=session_id, created_at=row.created_at
+        )
 
     async def _actor_for_access_token(self, token: str) -> Actor:
         now = utcnow()
@@ -242,7 +247,9 @@ class Accounts:
                     .where(AccessToken.id == row.token_id)
                     .values(last_used_at=now)
                 )
-        return Actor(row.id, row.username, Role(row.role), token_id=row.token_id)
+        return Actor(
+            row.id, row.username, Role(row.role), token_id=row.token_id, created_at=row.created_at
+        )
 
     # -- accounts ----------------------------------------------------------------------
 
