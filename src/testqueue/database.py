@@ -13,9 +13,11 @@ transactions its own code opens (the claim); its locking lives in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import select
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -166,16 +168,18 @@ class Database:
         else:
             url = async_url(settings.database_url)
             connect_args = {"application_name": application_name()}
+            # Kept connections, and as many again under a burst (a connection opened past
+            # the pool is closed when given back: PostgreSQL pays a process for each).
             size = settings.database_pool_size
             self._engine = create_async_engine(
-                url, pool_size=size, max_overflow=2 * size, connect_args=connect_args
+                url, pool_size=size, max_overflow=size, connect_args=connect_args
             )
             # Under READ COMMITTED every statement reads its own snapshot, in a
             # transaction or not; without one a read is one round trip, not three.
             self._reader = create_async_engine(
                 url,
-                pool_size=max(1, size // 2),
-                max_overflow=2 * size,
+                pool_size=size,
+                max_overflow=size,
                 connect_args=connect_args,
                 isolation_level="AUTOCOMMIT",
             )
@@ -271,14 +275,31 @@ def migrate(settings: Settings) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     config = alembic_config(settings.database_url)
     newest = set(ScriptDirectory.from_config(config).get_heads())
-    current = _current_revisions(settings.database_url)
-    if current == newest:
-        return
-    command.upgrade(config, "head")
+    with _one_migrator(path):
+        current = _current_revisions(settings.database_url)
+        if current == newest:
+            return
+        command.upgrade(config, "head")
     log.info(
         "database migrated",
         extra={"from": ",".join(sorted(current)) or "empty", "to": ",".join(sorted(newest))},
     )
+
+
+@contextlib.contextmanager
+def _one_migrator(path: Path | None) -> Iterator[None]:
+    """SQLite: one process at a time migrates a file (processes started together would
+    each create the tables), by a lock on `<file>.lock` beside it. PostgreSQL's migrations
+    take an advisory lock of their own (`migrations/env.py`)."""
+    if path is None:
+        yield
+        return
+    with open(f"{path}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def _current_revisions(database_url: str) -> set[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +75,23 @@ def test_up_down_and_up_again_leaves_the_schema_the_models_describe(empty_databa
                 "line_counts_join",
             }
         engine.dispose()
+
+
+def test_processes_started_together_on_a_new_database_migrate_it_once(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """`serve`, `worker` and `migrate` started at the same instant on an empty database."""
+    env = {**os.environ, "DATABASE_URL": empty_database, "LOG_FORMAT": "text"}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "testqueue", "migrate"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120)[0].decode() for process in started]
+    assert [process.returncode for process in started] == [0] * 4, outputs
+    assert _differences(empty_database) == []
