@@ -103,9 +103,19 @@ class Plan:
     by_user: Counter[int | None] = field(default_factory=Counter)
     by_key: Counter[str] = field(default_factory=Counter)
     holders: dict[str, list[int]] = field(default_factory=dict)
+    # Each list's next run and its place in the order, kept until something it depends
+    # on changes: a start from the list, its user's share, any key's holders.
+    _fronts: dict[int, tuple[tuple[int, int, datetime, int], Waiting] | None] = field(
+        default_factory=dict
+    )
+    _fronts_at: datetime | None = None
+    _lists_of: dict[int | None, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._heads = [0] * len(self.lists)
+        for index, runs in enumerate(self.lists):
+            for user_id in {run.user_id for run in runs}:  # one user per list, as `line` reads it
+                self._lists_of.setdefault(user_id, []).append(index)
         for held in self.running:
             self._hold(held.id, held.user_id, held.key)
 
@@ -114,6 +124,7 @@ class Plan:
         if key is not None:
             self.by_key[key] += 1
             self.holders.setdefault(key, []).append(run_id)
+        self._moved(user_id, key)
 
     def release(self, run_id: int, user_id: int | None, key: str | None) -> None:
         """A run ended: its user and key hold one fewer."""
@@ -121,6 +132,16 @@ class Plan:
         if key is not None:
             self.by_key[key] -= 1
             self.holders[key].remove(run_id)
+        self._moved(user_id, key)
+
+    def _moved(self, user_id: int | None, key: str | None) -> None:
+        """A user's share (and a key's holders) changed: the fronts that depend on it are
+        found again."""
+        if key is not None:
+            self._fronts.clear()
+            return
+        for index in self._lists_of.get(user_id, ()):
+            self._fronts.pop(index, None)
 
     def capped(self, user_id: int | None) -> bool:
         cap = self.policies.user_cap
@@ -134,22 +155,34 @@ class Plan:
 
         Raises `NeedMore` when a list read in part would have to be read further.
         """
-        fair = self.policies.fair_share == FairShare.USER
-        best: tuple[int, int, datetime, int] | None = None
-        chosen: Waiting | None = None
-        for index, runs in enumerate(self.lists):
-            head = self._head(index, runs)
-            if head is None:
-                continue
+        fronts = self._fronts
+        if now != self._fronts_at:
+            fronts.clear()
+            self._fronts_at = now
+        if len(fronts) < len(self.lists):
+            for index in range(len(self.lists)):
+                if index not in fronts:
+                    fronts[index] = self._front(index, now)
+        # Places in the order are unique (the id is last), so runs are never compared.
+        best = min(filter(None, fronts.values()), default=None)
+        return None if best is None else best[1]
+
+    def _front(
+        self, index: int, now: datetime
+    ) -> tuple[tuple[int, int, datetime, int], Waiting] | None:
+        """One list's next run and its place in the order at `now`."""
+        head = self._head(index, self.lists[index])
+        front = None
+        if head is not None:
+            fair = self.policies.fair_share == FairShare.USER
             order = (
                 self.policies.effective(head.priority, head.queued_at, now),
                 self.by_user[head.user_id] if fair else 0,
                 head.queued_at,
                 head.id,
             )
-            if best is None or order < best:
-                best, chosen = order, head
-        return chosen
+            front = (order, head)
+        return front
 
     def _head(self, index: int, runs: Sequence[Waiting]) -> Waiting | None:
         """The first run of one list that may start now (the list is one user's)."""
