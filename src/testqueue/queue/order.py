@@ -83,18 +83,22 @@ def _higher() -> Any:
 
 # -- the shape of the line: what decides how a place in it is found ---------------------
 
-_PRIORITIES = " UNION ALL ".join(
-    f"SELECT {p} AS p" for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
+# Each priority's users waiting, one index probe each. `ORDER BY priority, user_id
+# LIMIT 1` rather than min(): it names the fair-share index's order, so PostgreSQL walks
+# that index instead of scanning another and filtering (as it did with min()).
+_FIRST_USERS = " UNION ALL ".join(
+    f"SELECT {p}, (SELECT f.user_id FROM executions AS f WHERE f.status = 'pending' "
+    f"AND f.priority = {p} AND f.user_id IS NOT NULL ORDER BY f.priority, f.user_id LIMIT 1)"
+    for p in range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
 )
 PAIRS = f"""
 WITH RECURSIVE pairs(priority, user_id) AS (
-  SELECT v.p, (SELECT min(f.user_id) FROM executions AS f
-               WHERE f.status = 'pending' AND f.priority = v.p)
-  FROM ({_PRIORITIES}) AS v
+  {_FIRST_USERS}
   UNION ALL
-  SELECT pairs.priority, (SELECT min(f.user_id) FROM executions AS f
+  SELECT pairs.priority, (SELECT f.user_id FROM executions AS f
                           WHERE f.status = 'pending' AND f.priority = pairs.priority
-                            AND f.user_id > pairs.user_id)
+                            AND f.user_id > pairs.user_id
+                          ORDER BY f.priority, f.user_id LIMIT 1)
   FROM pairs WHERE pairs.user_id IS NOT NULL
 )"""
 _FIRST_PRIORITY = "(SELECT min(priority) FROM executions WHERE status = 'pending')"
