@@ -32,6 +32,7 @@ fmt: $(BIN)/testqueue
 
 bench: $(BIN)/testqueue
 	$(BIN)/python bench/queue_bench.py
+	$(BIN)/python bench/request_path.py
 
 bench-quick: $(BIN)/testqueue
 	$(BIN)/python bench/queue_bench.py --quick
