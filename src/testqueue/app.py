@@ -58,6 +58,7 @@ def create_app(
         try:
             yield
         finally:
+            gc.unfreeze()
             if state.dispatcher is not None:
                 await state.dispatcher.stop()
             state.accounts.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     worker_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_max_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1_048_576)
     work_dir: Path | None = None
+    journal_dir: Path | None = None
     artifacts_dir: Path = Path("./artifacts")
     artifact_max_age_days: float = Field(default=30.0, ge=0)
     # Where artifacts are kept: auto = the database on PostgreSQL, files on disk on SQLite.
@@ -121,6 +123,16 @@ class Settings(BaseSettings):
         runtime is not held back by this process's start-up value.
         """
         return self.worker_concurrency or MAX_SLOTS
+
+    @property
+    def journal_folder(self) -> Path:
+        """Where this host's workers of this database journal finished runs: `JOURNAL_DIR`,
+        else a folder of `WORK_DIR` named for the database (two deployments on one host
+        never read each other's)."""
+        if self.journal_dir is not None:
+            return self.journal_dir
+        database = hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
+        return (self.work_dir or Path(tempfile.gettempdir())) / "testqueue-journal" / database
 
 
 def host_key() -> str:

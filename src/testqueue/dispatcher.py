@@ -14,9 +14,9 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from testqueue import artifacts, errors, queue, retention, scheduler
+from testqueue import artifacts, errors, journal, queue, retention, scheduler
 from testqueue.config import Settings, host_key, worker_identity
 from testqueue.database import Database
 from testqueue.models import utcnow
@@ -82,6 +82,7 @@ class Dispatcher:
         self._cases = queue.CaseCache()
         self._runs: dict[int, Run] = {}
         self._finished: list[queue.Finished] = []
+        self._journal: journal.Journal | None = None  # opened at start
         self._draining = False
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
@@ -99,6 +100,7 @@ class Dispatcher:
     async def start(self) -> None:
         """Sign in, recover what a dead predecessor on this host left, start the loops."""
         await self._recover_dead_neighbours()
+        self._journal = journal.Journal(self._settings.journal_folder, self.claimer.worker_id)
         slots = self._settings.max_concurrent_executions
         replaced = await queue.declare_slots(self._db, slots)
         if replaced is not None:
@@ -153,6 +155,8 @@ class Dispatcher:
         with contextlib.suppress(Exception):
             await self._settle()
         released = await queue.release(self._db, self.claimer)
+        if self._journal is not None:
+            self._journal.close()
         await self._registry.close()
         log.info("dispatcher stopped", extra={"released": released})
 
@@ -166,9 +170,14 @@ class Dispatcher:
     async def _recover_dead_neighbours(self) -> None:
         """Runs of a worker on this host whose process is gone need not wait out the lease.
 
-        Its leftover test processes are killed first, so a recovered run never
-        starts beside its old copy.
+        What it journaled as finished is recorded first; its leftover test
+        processes are killed next, so a recovered run never starts beside its
+        old copy.
         """
+        boot = self.claimer.worker_id.rsplit(":", 1)[-1]
+        for path, entries in journal.left_behind(self._settings.journal_folder, _pid_alive, boot):
+            await self._record_journaled(entries)
+            path.unlink(missing_ok=True)
         dead = await queue.dead_workers(self._db, self._host_key, _pid_alive)
         if dead:
             killed = await asyncio.to_thread(sweep_orphans, set(dead))
@@ -176,6 +185,33 @@ class Dispatcher:
             log.info(
                 "recovered dead workers",
                 extra={"workers": dead, "orphans_killed": killed, "recovered": recovered},
+            )
+
+    async def _record_journaled(self, entries: list[journal.Entry]) -> None:
+        """Record a gone worker's journaled finishes whose attempt is still the one running,
+        as that worker would have; a run claimed again meanwhile (its lease ran out) is left
+        alone, and said to have run again."""
+        latest = {(e.worker_id, e.id, e.attempt): e for e in entries}
+        for worker_id in {e.worker_id for e in latest.values()}:
+            finished = [e.finished() for e in latest.values() if e.worker_id == worker_id]
+            await queue.settle(self._db, replace(self.claimer, worker_id=worker_id), finished, 0)
+        now = await queue.attempts_now(self._db, {e.id for e in latest.values()})
+
+        def recorded(e: journal.Entry) -> bool:
+            # Ended at its attempt, or (failed, with retries left) waiting as the next one.
+            ended = now.get(e.id, (e.attempt, True))
+            return ended == (e.attempt, True) or (e.retry and ended == (e.attempt + 1, False))
+
+        again = sorted(e.id for e in latest.values() if not recorded(e))
+        log.info(
+            "recorded the finishes a gone worker journaled",
+            extra={"journaled": len(latest), "ran_again": again},
+        )
+        if again:
+            log.warning(
+                "executions that had finished on a gone worker were claimed again before its "
+                "journal was read (its lease ran out first): they ran again",
+                extra={"executions": again},
             )
 
     def _on_notify(self, payload: str) -> None:
@@ -231,6 +267,8 @@ class Dispatcher:
                 del self._runs[done.id]
         for item in claimed:
             self._start_run(item)
+        if finished and self._journal is not None:
+            self._journal.recorded(finished)
         if not self._runs:
             self._idle.set()
 
@@ -268,15 +306,16 @@ class Dispatcher:
             if not self._runs:
                 self._idle.set()
             return
-        self._finished.append(
-            run.claimed.ended(
-                outcome.result,
-                outcome.exit_code,
-                outcome.error_message,
-                run.record.step_counts(),
-                run.record.final_progress(),
-            )
+        done = run.claimed.ended(
+            outcome.result,
+            outcome.exit_code,
+            outcome.error_message,
+            run.record.step_counts(),
+            run.record.final_progress(),
         )
+        if self._journal is not None:
+            self._journal.append(done)  # on disk in a moment, whatever this pass does
+        self._finished.append(done)
         self._db.wakeups.wake()
 
     async def _outcome_of(self, run: Run) -> Outcome:

@@ -27,6 +27,7 @@ from testqueue.queue.enqueue import Queued, RunOptions, enqueue
 from testqueue.queue.expiry import DEADLINE_SIGNAL, expire_due, next_deadline
 from testqueue.queue.leases import (
     Beat,
+    attempts_now,
     dead_workers,
     expire_workers,
     heartbeat,
@@ -50,6 +51,7 @@ __all__ = [
     "Policies",
     "Queued",
     "RunOptions",
+    "attempts_now",
     "cancel",
     "cancel_batch",
     "cancel_pending_of",

@@ -23,6 +23,7 @@ from testqueue.queue.progress import save_progress
 from testqueue.vocabulary import (
     CANCELLED_LOST,
     CANCELLED_RUNNING,
+    FINAL_STATUSES,
     Progress,
     Result,
     Status,
@@ -197,6 +198,13 @@ async def release(db: Database, claimer: Claimer) -> int:
         await conn.execute(delete(Worker).where(Worker.id == claimer.worker_id))
         await dialect.signal(db, conn)
     return int(released.rowcount)
+
+
+async def attempts_now(db: Database, ids: Collection[int]) -> dict[int, tuple[int, bool]]:
+    """Each run's attempt now, and whether it has ended (runs deleted since are missing)."""
+    async with db.read() as conn:
+        rows = await conn.execute(select(E.id, E.attempt, E.status).where(E.id.in_(list(ids))))
+        return {row.id: (row.attempt, row.status in FINAL_STATUSES) for row in rows}
 
 
 async def dead_workers(db: Database, host_key: str, is_alive: Callable[[int], bool]) -> list[str]:

@@ -104,14 +104,18 @@ class Tree:
         """TERM the whole group, give the leader `grace_s` to exit, then KILL the group."""
         signal_group(self.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), timeout=grace_s)
+            async with asyncio.timeout(grace_s):
+                await asyncio.shield(self._exited)
         signal_group(self.pid, signal.SIGKILL)
 
     async def finish(self) -> None:
         """Kill what is left of the group, read the last output, reap the leader."""
         signal_group(self.pid, signal.SIGKILL)
+        # `timeout`, not `wait_for` (a task of its own): the outcome is turns of a busy loop
+        # sooner, and with it the finish's journal record.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._output_closed), DRAIN_TIMEOUT_S)
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await asyncio.shield(self._output_closed)
         await self._exited
         self.popen.wait()
 
