@@ -5,11 +5,11 @@ the runner's return and that commit, a crash of the worker (kill -9, the OOM
 killer, a lost machine) would lose the outcome, and recovery would queue the
 run again although its process finished. So the moment a runner returns, the
 worker appends the outcome to a journal of its own
-(`<JOURNAL_DIR>/<pid>.<worker id>.journal`), written before the event loop's
-next turn: the finishes handed over in one turn go out in one write. Once
-written, a record survives the process (the kernel holds it); `fdatasync`
-puts it on the disk within `SYNC_EVERY_S` (5 ms), one flush for whatever was
-written meanwhile, so a crash of the machine loses at most those 5 ms. The
+(`<JOURNAL_DIR>/<pid>.<worker id>.journal`), written within `WRITE_AFTER_S`
+(1 ms): the finishes handed over meanwhile go out in one record and one
+write. Once written, a record survives the process (the kernel holds it); `fdatasync`
+puts it on the disk within `SYNC_EVERY_S` (20 ms), one flush for whatever was
+written meanwhile, so a crash of the machine loses at most those 20 ms. The
 flush runs on the loop's thread (about 0.1 ms on a local SSD): a thread of
 its own cost more in hand-overs than the flush.
 
@@ -18,8 +18,9 @@ one: `Dispatcher`) reads a dead worker's journal before anything else and
 records each journaled finish whose attempt is still the one running, as the
 worker would have; only the runs without one go back in line.
 
-Each record is one line: compact JSON, a tab, the CRC-32 of the JSON. A torn
-or damaged line (the crash came mid-write) is skipped with a warning. The
+Each record is one line: a compact JSON array of finishes, a tab, the CRC-32
+of the JSON. A torn or damaged line (the crash came mid-write) is skipped with
+a warning. The
 journal stays short: past `CUT_BYTES`, once every record in it has reached
 the database, it is cut to nothing, and past `COMPACT_BYTES` it is rewritten
 with the records still waiting.
@@ -43,10 +44,12 @@ from testqueue.vocabulary import Result
 log = logging.getLogger(__name__)
 
 SUFFIX = ".journal"
+# Finishes are written this long after the first of them is handed over, all together.
+WRITE_AFTER_S = 0.001
 # Written records reach the disk within this long (`fdatasync`), in one flush however many
 # they are: a crash of the process loses nothing written (the kernel has it); this bounds
 # what a crash of the machine could.
-SYNC_EVERY_S = 0.005
+SYNC_EVERY_S = 0.02
 # Once past this size the file is cut, when every record in it is recorded: cutting it
 # after each pass would make every flush write the file's metadata again.
 CUT_BYTES = 64 << 10
@@ -102,14 +105,17 @@ class Entry(NamedTuple):
             retry=self.retry,
         )
 
-    def line(self) -> bytes:
-        text = json.dumps(self, separators=(",", ":")).encode()
-        return b"%s\t%08x\n" % (text, zlib.crc32(text))
+
+def line(entries: list[Entry]) -> bytes:
+    """One record of a batch of finishes: a JSON array of them, a tab, its CRC-32."""
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    return b"%s\t%08x\n" % (text, zlib.crc32(text))
 
 
 def parse(data: bytes, path: Path) -> list[Entry]:
-    """The whole records of a journal; a torn or damaged line is skipped with a warning."""
-    entries = []
+    """The finishes of a journal's whole records; a torn or damaged one is skipped with a
+    warning."""
+    entries: list[Entry] = []
     pieces = data.split(b"\n")
     for number, raw in enumerate(pieces, start=1):
         if not raw:
@@ -120,8 +126,7 @@ def parse(data: bytes, path: Path) -> list[Entry]:
                 raise ValueError("the record has no end")
             if b"%08x" % zlib.crc32(text) != crc:
                 raise ValueError("the record's checksum does not match")
-            fields = json.loads(text)
-            entries.append(Entry(*fields)._replace(steps=tuple(fields[6])))
+            entries.extend(Entry(*f)._replace(steps=tuple(f[6])) for f in json.loads(text))
         except (ValueError, TypeError, KeyError) as exc:
             log.warning(
                 "skipped a journal record that was not written whole",
@@ -139,34 +144,36 @@ class Journal:
         self.path = folder / f"{os.getpid()}.{worker_id}{SUFFIX}"
         self._worker_id = worker_id
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._queued: list[Finished] = []
+        self._queued: dict[tuple[int, int], Finished] = {}  # handed over, not yet written
+        self._due = False  # a write is scheduled
         self._waiting: dict[tuple[int, int], Entry] = {}  # journaled, not yet recorded
         self._size = 0
         self._sync: asyncio.TimerHandle | None = None  # the flush to disk to come
 
     def append(self, done: Finished) -> None:
-        """Journal this finish: written once the callbacks ready now have run, with every
-        other finish handed over meanwhile (one write for them all), and flushed to disk
-        within `SYNC_EVERY_S`."""
-        if not self._queued:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._queued.append(done)
+        """Journal this finish: written within `WRITE_AFTER_S`, with every other finish handed
+        over meanwhile (one record for them all), and flushed to disk within `SYNC_EVERY_S`."""
+        if not self._due:
+            self._due = True
+            asyncio.get_running_loop().call_later(WRITE_AFTER_S, self.flush)
+        self._queued[(done.id, done.attempt)] = done
 
     def recorded(self, done: Iterable[Finished]) -> None:
         """These finishes are in the database now: their records go when the file is next cut."""
         for item in done:
             key = (item.id, item.attempt)
             if self._waiting.pop(key, None) is None:
-                self._queued = [q for q in self._queued if (q.id, q.attempt) != key]
+                self._queued.pop(key, None)  # recorded before it was written: no need to
 
     def flush(self) -> None:
         """Write and flush what was handed over (a no-op when nothing was)."""
-        queued, self._queued = self._queued, []
+        queued, self._queued = self._queued, {}
+        self._due = False
         try:
             if self._size >= CUT_BYTES and (not self._waiting or self._size >= COMPACT_BYTES):
                 self._compact(list(self._waiting.values()))
             if queued:
-                self._write([Entry.of(self._worker_id, done) for done in queued])
+                self._write([Entry.of(self._worker_id, done) for done in queued.values()])
         except OSError as exc:
             log.warning(
                 "could not write the journal: these runs would run again after a crash",
@@ -176,7 +183,7 @@ class Journal:
     def _write(self, entries: list[Entry]) -> None:
         for entry in entries:
             self._waiting[(entry.id, entry.attempt)] = entry
-        data = b"".join(entry.line() for entry in entries)
+        data = line(entries)
         os.write(self._fd, data)
         self._size += len(data)
         if self._sync is None:
@@ -199,7 +206,7 @@ class Journal:
             self._size = 0
             return
         fresh = self.path.with_name(self.path.name + ".new")
-        data = b"".join(entry.line() for entry in keep)
+        data = line(keep)
         with open(fresh, "wb") as out:
             out.write(data)
             out.flush()
