@@ -10,8 +10,9 @@ worker appends the outcome to a journal of its own
 write. Once written, a record survives the process (the kernel holds it); `fdatasync`
 puts it on the disk within `SYNC_EVERY_S` (20 ms), one flush for whatever was
 written meanwhile, so a crash of the machine loses at most those 20 ms. The
-flush runs on the loop's thread (about 0.1 ms on a local SSD): a thread of
-its own cost more in hand-overs than the flush.
+write runs on the loop's thread (a thread for every write cost more in
+hand-overs than the write); the flush, which can wait behind the
+filesystem's other writes, on a thread of its own.
 
 Recovery on the same host (a restarted worker, or a neighbour finding a dead
 one: `Dispatcher`) reads a dead worker's journal before anything else and
@@ -29,11 +30,13 @@ with the records still waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -148,7 +151,12 @@ class Journal:
         self._due = False  # a write is scheduled
         self._waiting: dict[tuple[int, int], Entry] = {}  # journaled, not yet recorded
         self._size = 0
-        self._sync: asyncio.TimerHandle | None = None  # the flush to disk to come
+        # The flush to disk runs on a thread of its own: an `fdatasync` can wait behind the
+        # filesystem's other writes (seconds, under a database's checkpoint) and must never
+        # hold up the event loop. At most one is due or under way at a time.
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-sync")
+        self._sync_due = False
+        self._next_sync: asyncio.TimerHandle | None = None
 
     def append(self, done: Finished) -> None:
         """Journal this finish: written within `WRITE_AFTER_S`, with every other finish handed
@@ -186,17 +194,22 @@ class Journal:
         data = line(entries)
         os.write(self._fd, data)
         self._size += len(data)
-        if self._sync is None:
-            self._sync = asyncio.get_running_loop().call_later(SYNC_EVERY_S, self._synced)
+        if not self._sync_due:
+            self._sync_due = True
+            self._next_sync = asyncio.get_running_loop().call_later(SYNC_EVERY_S, self._sync)
 
-    def _synced(self) -> None:
-        self._sync = None
-        try:
-            os.fdatasync(self._fd)
-        except OSError as exc:
+    def _sync(self) -> None:
+        """Flush what was written so far; what is written meanwhile waits for the next one."""
+        loop = asyncio.get_running_loop()
+        synced = loop.run_in_executor(self._syncer, os.fdatasync, self._fd)
+        synced.add_done_callback(self._synced)
+
+    def _synced(self, synced: asyncio.Future[None]) -> None:
+        self._sync_due = False
+        if not synced.cancelled() and synced.exception() is not None:
             log.warning(
                 "could not flush the journal to disk",
-                extra={"journal": str(self.path), "error": str(exc)},
+                extra={"journal": str(self.path), "error": str(synced.exception())},
             )
 
     def _compact(self, keep: list[Entry]) -> None:
@@ -212,17 +225,22 @@ class Journal:
             out.flush()
             os.fdatasync(out.fileno())
         os.replace(fresh, self.path)
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        # The same descriptor number now names the new file: a flush under way on the
+        # other thread keeps the old one until it returns.
+        opened = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(opened, self._fd)
+        os.close(opened)
         self._size = len(data)
 
     def close(self) -> None:
         """Write what is queued and stop; an empty journal is removed, one with records stays
         for the next start on this host to record."""
         self.flush()
-        if self._sync is not None:
-            self._sync.cancel()
-            self._synced()
+        if self._next_sync is not None:
+            self._next_sync.cancel()
+        self._syncer.shutdown(wait=True)
+        with contextlib.suppress(OSError):
+            os.fdatasync(self._fd)
         os.close(self._fd)
         if not self._waiting:
             self.path.unlink(missing_ok=True)
