@@ -61,7 +61,6 @@ import re
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -486,17 +485,7 @@ class LoadServer(qb.Server):
         self.pg_url = database_url
         self.pg: psycopg.Connection[Any] | None = None
         self.backends: Backends | None = None
-
-    def start(self) -> None:
-        argv = [sys.executable, str(qb.NOOP_SERVER), "--port", str(self.port)]
-        argv += ["--workers", str(self.workers)]
-        with (self.root / "server.log").open("wb") as log:
-            self.proc = subprocess.Popen(
-                argv, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._await_health()
-        self.api.login()
-        self.open_reader()
+        self.extra_args = ["--workers", str(workers)]
 
     def open_reader(self) -> None:
         if self.pg_url is None:

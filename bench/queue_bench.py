@@ -249,9 +249,10 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = Api(self.port)
         self._db: sqlite3.Connection | None = None
+        self.extra_args: list[str] = []  # more of noop_server.py's options
 
     def start(self) -> None:
-        argv = [sys.executable, str(NOOP_SERVER), "--port", str(self.port)]
+        argv = [sys.executable, str(NOOP_SERVER), "--port", str(self.port), *self.extra_args]
         if not self.worker:
             argv.append("--no-worker")
         with (self.root / "server.log").open("wb") as log:
