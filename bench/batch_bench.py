@@ -29,13 +29,6 @@ TARGET_QUEUE_MS = 300.0
 TARGET_READ_MS = 20.0
 
 
-class Server(qb.Server):
-    """The same server on PostgreSQL: nothing here reads its database but the server."""
-
-    def open_reader(self) -> None:
-        pass
-
-
 def measure(reps: int, admin_url: str | None) -> tuple[list[float], list[float]]:
     """On SQLite, or on a new database of the PostgreSQL server of `admin_url`."""
     if admin_url is None:
@@ -49,9 +42,7 @@ def _measure(reps: int, database_url: str | None) -> tuple[list[float], list[flo
     queued: list[float] = []
     reads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="testqueue-batches-") as folder:
-        srv = (Server if database_url else qb.Server)(
-            Path(folder), usage, worker=False, database_url=database_url
-        )
+        srv = qb.Server(Path(folder), usage, worker=False, database_url=database_url)
         try:
             srv.start()
             srv.api.call("POST", "/executions/queue/pause")

@@ -264,8 +264,10 @@ class Server:
         self.open_reader()
 
     def open_reader(self) -> None:
-        """A connection of the client's own for `scalar`: the SQLite file, read-only."""
-        self._db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        """A connection of the client's own for `scalar`: the SQLite file, read-only (on
+        PostgreSQL none: nothing but the server reads the database, unless a subclass does)."""
+        if self.env["DATABASE_URL"].startswith("sqlite"):
+            self._db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
 
     def _await_health(self) -> None:
         until = time.monotonic() + SERVER_START_TIMEOUT_S

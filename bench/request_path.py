@@ -60,14 +60,6 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-class Server(qb.Server):
-    """On PostgreSQL nothing but the server reads the database."""
-
-    def open_reader(self) -> None:
-        if self.env["DATABASE_URL"].startswith("sqlite"):
-            super().open_reader()
-
-
 def routes(case_id: int) -> list[Route]:
     run = f"/executions/tests/{case_id}/run"
     return [
@@ -82,7 +74,7 @@ def routes(case_id: int) -> list[Route]:
 def measure(database_url: str | None, samples: int) -> dict[str, list[float]]:
     usage = qb.Usage()
     with tempfile.TemporaryDirectory(prefix="testqueue-path-") as folder:
-        srv = Server(Path(folder), usage, worker=False, database_url=database_url)
+        srv = qb.Server(Path(folder), usage, worker=False, database_url=database_url)
         try:
             srv.start()
             srv.api.call("POST", "/executions/queue/pause")

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from sqlalchemy import ColumnElement, Integer, Select, Subquery, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
@@ -43,6 +44,8 @@ class PostgresDialect:
     def __init__(self) -> None:
         # The opening of a claim, compiled once per condition (see `_opening`).
         self._openings: dict[ColumnElement[bool] | None, str] = {}
+        # The NOTIFYs of each claim under way, sent with its COMMIT (see `notify`).
+        self._at_commit: dict[int, list[str]] = {}
 
     @asynccontextmanager
     async def claiming(
@@ -53,7 +56,8 @@ class PostgresDialect:
 
         BEGIN and the lock go to the server as one message (psycopg sends BEGIN
         on its own otherwise), and the look at whether claiming is worth it rides
-        along: a claim is three round trips, a look that finds nothing two.
+        along; the claim's NOTIFYs ride along with its COMMIT: a claim is three
+        round trips, a look that finds nothing two.
         """
         async with db.autocommit() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
@@ -66,18 +70,22 @@ class PostgresDialect:
                 if raw.broken or raw.closed:
                     await db.connection_lost(conn)
                 raise
+            notices = self._at_commit[id(conn)] = []
             try:
-                yield conn if taken else None
-            except BaseException:
-                with contextlib.suppress(psycopg.Error):  # a broken connection has none
-                    await raw.execute("ROLLBACK")
-                raise
-            try:
-                await raw.execute("COMMIT")
-            except psycopg.Error:
-                if raw.broken or raw.closed:
-                    await db.connection_lost(conn)
-                raise
+                try:
+                    yield conn if taken else None
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):  # a broken connection has none
+                        await raw.execute("ROLLBACK")
+                    raise
+                try:
+                    await raw.execute(_notifying(notices) + b"COMMIT")
+                except psycopg.Error:
+                    if raw.broken or raw.closed:
+                        await db.connection_lost(conn)
+                    raise
+            finally:
+                del self._at_commit[id(conn)]
 
     def _opening(self, worth: ColumnElement[bool] | None, dialect: Dialect) -> str:
         """BEGIN, then the lock, taken only if `worth` holds; a row comes back when it was.
@@ -103,7 +111,12 @@ class PostgresDialect:
         return column == func.any(func.array(ids.scalar_subquery()))  # type: ignore[no-any-return]
 
     async def notify(self, conn: Conn, payload: str = "") -> None:
-        """Delivered to every listener when the transaction commits, and only then."""
+        """Delivered to every listener when the transaction commits, and only then; in a
+        claim, sent with its COMMIT rather than as a statement of its own."""
+        notices = self._at_commit.get(id(conn))
+        if notices is not None:
+            notices.append(payload)
+            return
         await conn.execute(
             text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
         )
@@ -150,6 +163,16 @@ class PostgresDialect:
         stmt = postgresql.insert(table)
         changes = {name: stmt.excluded[name] for name in columns}
         return stmt.on_conflict_do_update(index_elements=keys, set_={**changes, **(computed or {})})
+
+
+def _notifying(payloads: list[str]) -> bytes:
+    """`SELECT pg_notify(...);` for each payload, once each, to go before a COMMIT."""
+    return b"".join(
+        sql.SQL("SELECT pg_notify({}, {}); ")
+        .format(sql.Literal(CHANNEL), sql.Literal(p))
+        .as_bytes(None)
+        for p in dict.fromkeys(payloads)
+    )
 
 
 def libpq_dsn(database_url: str) -> str:
