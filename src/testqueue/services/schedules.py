@@ -132,27 +132,29 @@ async def update_schedule(
 
 async def pause_schedule(db: Database, schedule_id: int, actor: Actor) -> SchedulePublic:
     """Stop firing until resumed."""
-    async with db.read() as conn:
-        current = await _load(conn, schedule_id)
-    _may_see(current, actor)
-    if current["paused"]:
-        raise errors.InvalidTransition(f"schedule {schedule_id} is paused already")
-    values = {"paused": True, "next_fire_at": None, "updated_at": utcnow()}
-    await _change(db, current, actor, "schedule.pause", values)
-    return await read_schedule(db, schedule_id, actor)
+    return await _set_paused(db, schedule_id, actor, paused=True)
 
 
 async def resume_schedule(db: Database, schedule_id: int, actor: Actor) -> SchedulePublic:
     """Fire again from the first tick after now: ticks passed while paused never fire."""
+    return await _set_paused(db, schedule_id, actor, paused=False)
+
+
+async def _set_paused(
+    db: Database, schedule_id: int, actor: Actor, *, paused: bool
+) -> SchedulePublic:
     async with db.read() as conn:
         current = await _load(conn, schedule_id)
     _may_see(current, actor)
-    if not current["paused"]:
-        raise errors.InvalidTransition(f"schedule {schedule_id} is not paused")
+    if current["paused"] == paused:
+        state = "paused already" if paused else "not paused"
+        raise errors.InvalidTransition(f"schedule {schedule_id} is {state}")
     now = utcnow()
-    next_at = schedule_times.next_tick(current["cron"], current["timezone"], now)
-    values = {"paused": False, "next_fire_at": next_at, "updated_at": now}
-    await _change(db, current, actor, "schedule.resume", values)
+    cron, zone = current["cron"], current["timezone"]
+    next_at = None if paused else schedule_times.next_tick(cron, zone, now)
+    values = {"paused": paused, "next_fire_at": next_at, "updated_at": now}
+    action = "schedule.pause" if paused else "schedule.resume"
+    await _change(db, current, actor, action, values)
     return await read_schedule(db, schedule_id, actor)
 
 

@@ -75,7 +75,6 @@ class Broadcaster:
         self._rendered: dict[tuple[int, bool], str] = {}
         # Set when the last watcher leaves: the running broadcast (and its listener) ends.
         self._idle = asyncio.Event()
-        self._listening = asyncio.Event()
         self.reads = 0  # boards read since the start (for the tests and the curious)
 
     @contextlib.asynccontextmanager
@@ -86,7 +85,6 @@ class Broadcaster:
         if len(self._watchers) == 1:
             # Each broadcast has its own idle event: one winding down never stops the next.
             self._idle = asyncio.Event()
-            self._listening = asyncio.Event()
             # Nobody heard the changes since the last broadcast ended: what it read is stale.
             self._collected, self._mark = None, None
             task = asyncio.create_task(self._run(self._idle), name="live-board")
@@ -129,8 +127,16 @@ class Broadcaster:
         """Until `idle`: wait for a change, read the board, tell the watchers."""
         state = self._state
         changed = state.db.wakeups.board_event
+        # This broadcast's own: a listener of one winding down never speaks for the next.
+        up = asyncio.Event()
+
+        def heard(payload: str) -> None:
+            if payload == dialect.RECONNECTED:
+                up.set()
+            self._heard(payload)
+
         listening = asyncio.create_task(
-            dialect.of(state.db).listen(state.db, self._heard, idle), name="live-board-listen"
+            dialect.of(state.db).listen(state.db, heard, idle), name="live-board-listen"
         )
         log_file = sqlite_path(state.settings.database_url)
         wal = None if log_file is None else f"{log_file}-wal"
@@ -139,7 +145,7 @@ class Broadcaster:
             if not state.db.is_sqlite:
                 # The first read once LISTEN is up, so no change falls between the two.
                 changed.clear()
-                await first_of(self._listening, idle, timeout=LISTEN_WAIT_S)
+                await first_of(up, idle, timeout=LISTEN_WAIT_S)
             changed.set()
             while not idle.is_set():
                 await first_of(changed, idle, timeout=SQLITE_LOOK_S if wal else None)
@@ -173,11 +179,9 @@ class Broadcaster:
                 watcher.news.set()
 
     def _heard(self, payload: str) -> None:
-        """A NOTIFY from another process: anything but webhook and schedule news may move the
-        board."""
-        if payload == dialect.RECONNECTED:
-            self._listening.set()
-        elif payload.startswith(outbox.SIGNAL_PREFIX) or payload == SCHEDULES_SIGNAL:
+        """A NOTIFY from another process (or a reopened channel): anything but webhook and
+        schedule news may move the board."""
+        if payload.startswith(outbox.SIGNAL_PREFIX) or payload == SCHEDULES_SIGNAL:
             return
         self._state.db.wakeups.changed()
 
